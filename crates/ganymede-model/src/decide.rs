@@ -1,0 +1,621 @@
+//! The state machine's logic: [`decide`] turns a command into events or a rejection
+//! without changing anything; [`evolve`] folds one event into the state; [`apply`] does
+//! both and numbers the events.
+
+use thiserror::Error;
+
+use crate::command::{Command, TokenRequest};
+use crate::event::{Event, Sequenced};
+use crate::names;
+use crate::state::{
+    ClusterInfo, Route, Server, ServerPhase, Service, State, Token, TokenOwner, User,
+    route_path_for,
+};
+
+/// Why a command was refused. Refusals change nothing and are returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("the cluster is already initialized")]
+    AlreadyInitialized,
+    #[error("no user names given")]
+    NoUserNames,
+    #[error("invalid user name: {name:?}")]
+    InvalidUserName { name: String },
+    #[error("user {name} already exists")]
+    UserExists { name: String },
+    #[error("all {count} users already exist")]
+    AllUsersExist { count: usize },
+    #[error("no such user: {name}")]
+    UserNotFound { name: String },
+    #[error("invalid server name: {name:?}")]
+    InvalidServerName { name: String },
+    #[error("no such server: {user}/{server}")]
+    ServerNotFound { user: String, server: String },
+    #[error("{user}'s server {server:?} is already active")]
+    ServerActive { user: String, server: String },
+    #[error("{user}'s server {server:?} is not running")]
+    ServerNotRunning { user: String, server: String },
+    #[error("{user} has a server that is starting or stopping")]
+    ServerPending { user: String },
+    #[error("spawn {spawn_id} of {user}/{server} is not the current attempt")]
+    StaleSpawn {
+        user: String,
+        server: String,
+        spawn_id: u64,
+    },
+    #[error("invalid service name: {name:?}")]
+    InvalidServiceName { name: String },
+    #[error("token hash is already in use")]
+    TokenExists,
+    #[error("no such token: a{id}")]
+    TokenNotFound { id: u64 },
+    #[error("no such service: {name}")]
+    ServiceNotFound { name: String },
+    #[error("invalid route path: {path:?}")]
+    InvalidRoutePath { path: String },
+    #[error("invalid route target: {target:?}")]
+    InvalidRouteTarget { target: String },
+}
+
+/// Decides what a command means in `state`: the events it produces, in order, or why it
+/// cannot happen. Pure: same state and command, same answer, on every replica.
+pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection> {
+    match command {
+        Command::InitializeCluster { cluster_secret, at } => {
+            if state.cluster.is_some() {
+                return Err(Rejection::AlreadyInitialized);
+            }
+            Ok(vec![Event::ClusterInitialized {
+                cluster_secret: cluster_secret.clone(),
+                at: *at,
+            }])
+        }
+        Command::CreateUsers { names, admin, at } => {
+            if names.is_empty() {
+                return Err(Rejection::NoUserNames);
+            }
+            if let Some(bad) = names.iter().find(|name| !names::is_valid_user_name(name)) {
+                return Err(Rejection::InvalidUserName { name: bad.clone() });
+            }
+            let mut fresh: Vec<&String> = Vec::new();
+            for name in names {
+                if !state.users.contains_key(name) && !fresh.contains(&name) {
+                    fresh.push(name);
+                }
+            }
+            if fresh.is_empty() {
+                return Err(match names.as_slice() {
+                    [only] => Rejection::UserExists { name: only.clone() },
+                    _ => Rejection::AllUsersExist { count: names.len() },
+                });
+            }
+            Ok(fresh
+                .into_iter()
+                .map(|name| Event::UserCreated {
+                    name: name.clone(),
+                    admin: *admin,
+                    at: *at,
+                })
+                .collect())
+        }
+        Command::UpdateUser {
+            name,
+            rename,
+            admin,
+            at,
+        } => {
+            let user = existing_user(state, name)?;
+            let mut events = Vec::new();
+            if let Some(new_name) = rename.as_ref().filter(|new_name| *new_name != name) {
+                if !names::is_valid_user_name(new_name) {
+                    return Err(Rejection::InvalidUserName {
+                        name: new_name.clone(),
+                    });
+                }
+                if state.users.contains_key(new_name) {
+                    return Err(Rejection::UserExists {
+                        name: new_name.clone(),
+                    });
+                }
+                // Routes and OAuth clients are named after the user; renaming under a
+                // live server would strand them.
+                if let Some(server) = user.active_servers().next() {
+                    return Err(Rejection::ServerActive {
+                        user: name.clone(),
+                        server: server.name.clone(),
+                    });
+                }
+                events.push(Event::UserRenamed {
+                    from: name.clone(),
+                    to: new_name.clone(),
+                    at: *at,
+                });
+            }
+            if let Some(admin) = admin.filter(|admin| *admin != user.admin) {
+                let current = rename.clone().unwrap_or_else(|| name.clone());
+                events.push(Event::UserAdminChanged {
+                    name: current,
+                    admin,
+                    at: *at,
+                });
+            }
+            Ok(events)
+        }
+        Command::DeleteUser { name, at } => {
+            let user = existing_user(state, name)?;
+            if user.servers.values().any(|server| {
+                matches!(
+                    server.phase,
+                    ServerPhase::PendingSpawn | ServerPhase::PendingStop
+                )
+            }) {
+                return Err(Rejection::ServerPending { user: name.clone() });
+            }
+            let mut events = Vec::new();
+            for server in user.active_servers() {
+                events.extend(stop_events(name, server, None, *at));
+            }
+            let owner = TokenOwner::User(name.clone());
+            events.extend(state.tokens_of(&owner).map(|token| Event::TokenRevoked {
+                id: token.id,
+                at: *at,
+            }));
+            events.push(Event::UserDeleted {
+                name: name.clone(),
+                at: *at,
+            });
+            Ok(events)
+        }
+        Command::EnsureService {
+            name,
+            admin,
+            roles,
+            at,
+        } => {
+            if !names::is_valid_user_name(name) {
+                return Err(Rejection::InvalidServiceName { name: name.clone() });
+            }
+            let roles = roles.iter().cloned().collect();
+            let service = match state.services.get(name) {
+                Some(existing) if existing.admin == *admin && existing.roles == roles => {
+                    return Ok(vec![]);
+                }
+                Some(existing) => Service {
+                    admin: *admin,
+                    roles,
+                    ..existing.clone()
+                },
+                None => Service {
+                    name: name.clone(),
+                    admin: *admin,
+                    roles,
+                    created: *at,
+                },
+            };
+            Ok(vec![Event::ServiceUpserted { service }])
+        }
+        Command::IssueToken(TokenRequest {
+            hash,
+            owner,
+            scopes,
+            note,
+            expires_at,
+            at,
+        }) => {
+            match owner {
+                TokenOwner::User(name) => {
+                    existing_user(state, name)?;
+                }
+                TokenOwner::Service(name) => {
+                    if !state.services.contains_key(name) {
+                        return Err(Rejection::ServiceNotFound { name: name.clone() });
+                    }
+                }
+            }
+            if state.token_ids_by_hash.contains_key(hash) {
+                return Err(Rejection::TokenExists);
+            }
+            let token = Token {
+                id: state.last_token_id + 1,
+                hash: hash.clone(),
+                owner: owner.clone(),
+                scopes: scopes.clone(),
+                note: note.clone(),
+                created: *at,
+                expires_at: *expires_at,
+                last_activity: None,
+            };
+            Ok(vec![Event::TokenIssued { token }])
+        }
+        Command::RevokeToken { id, at } => {
+            if !state.tokens.contains_key(id) {
+                return Err(Rejection::TokenNotFound { id: *id });
+            }
+            Ok(vec![Event::TokenRevoked { id: *id, at: *at }])
+        }
+        Command::RequestSpawn {
+            user,
+            server,
+            user_options,
+            at,
+        } => {
+            let owner = existing_user(state, user)?;
+            if !server.is_empty() && !names::is_valid_server_name(server) {
+                return Err(Rejection::InvalidServerName {
+                    name: server.clone(),
+                });
+            }
+            if let Some(existing) = owner.servers.get(server)
+                && existing.phase != ServerPhase::Stopped
+            {
+                return Err(Rejection::ServerActive {
+                    user: user.clone(),
+                    server: server.clone(),
+                });
+            }
+            Ok(vec![Event::ServerSpawnRequested {
+                user: user.clone(),
+                server: server.clone(),
+                spawn_id: state.last_spawn_id + 1,
+                user_options: user_options.clone(),
+                at: *at,
+            }])
+        }
+        Command::MarkServerReady {
+            user,
+            server,
+            spawn_id,
+            url,
+            at,
+        } => {
+            let current = current_attempt(state, user, server, *spawn_id)?;
+            if current.phase != ServerPhase::PendingSpawn {
+                return Err(Rejection::StaleSpawn {
+                    user: user.clone(),
+                    server: server.clone(),
+                    spawn_id: *spawn_id,
+                });
+            }
+            if !is_valid_target(url) {
+                return Err(Rejection::InvalidRouteTarget {
+                    target: url.clone(),
+                });
+            }
+            let route = Route {
+                path: route_path_for(user, server),
+                target: url.clone(),
+                data: serde_json::json!({ "user": user, "server_name": server }),
+                created: *at,
+            };
+            Ok(vec![
+                Event::ServerReady {
+                    user: user.clone(),
+                    server: server.clone(),
+                    spawn_id: *spawn_id,
+                    url: url.clone(),
+                    at: *at,
+                },
+                Event::RouteAdded { route },
+            ])
+        }
+        Command::MarkServerFailed {
+            user,
+            server,
+            spawn_id,
+            reason,
+            at,
+        } => {
+            let current = current_attempt(state, user, server, *spawn_id)?;
+            if current.phase == ServerPhase::Stopped {
+                return Err(Rejection::StaleSpawn {
+                    user: user.clone(),
+                    server: server.clone(),
+                    spawn_id: *spawn_id,
+                });
+            }
+            Ok(stop_events(user, current, Some(reason.clone()), *at))
+        }
+        Command::RequestStop { user, server, at } => {
+            let owner = existing_user(state, user)?;
+            let current = owner
+                .servers
+                .get(server)
+                .ok_or_else(|| Rejection::ServerNotFound {
+                    user: user.clone(),
+                    server: server.clone(),
+                })?;
+            match (current.phase, current.spawn_id) {
+                (ServerPhase::PendingSpawn | ServerPhase::Running, Some(spawn_id)) => {
+                    let mut events = vec![Event::ServerStopRequested {
+                        user: user.clone(),
+                        server: server.clone(),
+                        spawn_id,
+                        at: *at,
+                    }];
+                    if current.phase == ServerPhase::Running {
+                        // Stop routing at once: the server is going away.
+                        events.push(Event::RouteRemoved {
+                            path: route_path_for(user, server),
+                            at: *at,
+                        });
+                    }
+                    Ok(events)
+                }
+                _ => Err(Rejection::ServerNotRunning {
+                    user: user.clone(),
+                    server: server.clone(),
+                }),
+            }
+        }
+        Command::MarkServerStopped {
+            user,
+            server,
+            spawn_id,
+            at,
+        } => {
+            let current = current_attempt(state, user, server, *spawn_id)?;
+            if current.phase == ServerPhase::Stopped {
+                return Err(Rejection::StaleSpawn {
+                    user: user.clone(),
+                    server: server.clone(),
+                    spawn_id: *spawn_id,
+                });
+            }
+            Ok(stop_events(user, current, None, *at))
+        }
+        Command::AddRoute {
+            path,
+            target,
+            data,
+            at,
+        } => {
+            if !names::is_valid_route_path(path) {
+                return Err(Rejection::InvalidRoutePath { path: path.clone() });
+            }
+            if !is_valid_target(target) {
+                return Err(Rejection::InvalidRouteTarget {
+                    target: target.clone(),
+                });
+            }
+            let created = state
+                .routes
+                .get(path)
+                .map_or(*at, |existing| existing.created);
+            let route = Route {
+                path: path.clone(),
+                target: target.clone(),
+                data: data.clone(),
+                created,
+            };
+            if state.routes.get(path) == Some(&route) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::RouteAdded { route }])
+        }
+        Command::RemoveRoute { path, at } => {
+            if !state.routes.contains_key(path) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::RouteRemoved {
+                path: path.clone(),
+                at: *at,
+            }])
+        }
+    }
+}
+
+/// The events that take a server from wherever it is to stopped, dropping its route.
+fn stop_events(user: &str, server: &Server, reason: Option<String>, at: i64) -> Vec<Event> {
+    let mut events = Vec::new();
+    let spawn_id = server.spawn_id.unwrap_or_default();
+    if server.phase == ServerPhase::Running {
+        events.push(Event::RouteRemoved {
+            path: route_path_for(user, &server.name),
+            at,
+        });
+    }
+    events.push(Event::ServerStopped {
+        user: user.to_owned(),
+        server: server.name.clone(),
+        spawn_id,
+        reason,
+        at,
+    });
+    events
+}
+
+fn existing_user<'a>(state: &'a State, name: &str) -> Result<&'a User, Rejection> {
+    state
+        .users
+        .get(name)
+        .ok_or_else(|| Rejection::UserNotFound {
+            name: name.to_owned(),
+        })
+}
+
+/// The server whose current attempt is `spawn_id`; reports about older attempts are stale.
+fn current_attempt<'a>(
+    state: &'a State,
+    user: &str,
+    server: &str,
+    spawn_id: u64,
+) -> Result<&'a Server, Rejection> {
+    let current = existing_user(state, user)?
+        .servers
+        .get(server)
+        .ok_or_else(|| Rejection::ServerNotFound {
+            user: user.to_owned(),
+            server: server.to_owned(),
+        })?;
+    if current.spawn_id != Some(spawn_id) {
+        return Err(Rejection::StaleSpawn {
+            user: user.to_owned(),
+            server: server.to_owned(),
+            spawn_id,
+        });
+    }
+    Ok(current)
+}
+
+/// A route target must be an absolute http(s) or ws(s) URL.
+fn is_valid_target(target: &str) -> bool {
+    let rest = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| target.strip_prefix(scheme));
+    rest.is_some_and(|rest| {
+        let authority = rest.split('/').next().unwrap_or_default();
+        !authority.is_empty() && !target.chars().any(|c| c.is_control() || c.is_whitespace())
+    })
+}
+
+/// Folds one event into the state. Events come from `decide` (or a replica's own event
+/// log), so they are trusted: an event that refers to something missing is ignored.
+pub fn evolve(state: &mut State, sequenced: &Sequenced) {
+    state.event_seq = sequenced.seq;
+    if let Some(route_seq) = sequenced.route_seq {
+        state.route_seq = route_seq;
+    }
+    match &sequenced.event {
+        Event::ClusterInitialized { cluster_secret, at } => {
+            state.cluster = Some(ClusterInfo {
+                cluster_secret: cluster_secret.clone(),
+                created: *at,
+            });
+        }
+        Event::UserCreated { name, admin, at } => {
+            state.users.insert(
+                name.clone(),
+                User {
+                    name: name.clone(),
+                    admin: *admin,
+                    created: *at,
+                    last_activity: None,
+                    servers: Default::default(),
+                },
+            );
+        }
+        Event::UserRenamed { from, to, .. } => {
+            if let Some(mut user) = state.users.remove(from) {
+                user.name = to.clone();
+                state.users.insert(to.clone(), user);
+            }
+            for group in state.groups.values_mut() {
+                if group.users.remove(from) {
+                    group.users.insert(to.clone());
+                }
+            }
+            let old_owner = TokenOwner::User(from.clone());
+            for token in state
+                .tokens
+                .values_mut()
+                .filter(|token| token.owner == old_owner)
+            {
+                token.owner = TokenOwner::User(to.clone());
+            }
+        }
+        Event::UserAdminChanged { name, admin, .. } => {
+            if let Some(user) = state.users.get_mut(name) {
+                user.admin = *admin;
+            }
+        }
+        Event::UserDeleted { name, .. } => {
+            state.users.remove(name);
+            for group in state.groups.values_mut() {
+                group.users.remove(name);
+            }
+        }
+        Event::ServiceUpserted { service } => {
+            state.services.insert(service.name.clone(), service.clone());
+        }
+        Event::TokenIssued { token } => {
+            state.last_token_id = state.last_token_id.max(token.id);
+            state.token_ids_by_hash.insert(token.hash.clone(), token.id);
+            state.tokens.insert(token.id, token.clone());
+        }
+        Event::TokenRevoked { id, .. } => {
+            if let Some(token) = state.tokens.remove(id) {
+                state.token_ids_by_hash.remove(&token.hash);
+            }
+        }
+        Event::ServerSpawnRequested {
+            user,
+            server,
+            spawn_id,
+            user_options,
+            ..
+        } => {
+            state.last_spawn_id = state.last_spawn_id.max(*spawn_id);
+            if let Some(owner) = state.users.get_mut(user) {
+                let entry = owner
+                    .servers
+                    .entry(server.clone())
+                    .or_insert_with(|| Server::stopped(server));
+                entry.phase = ServerPhase::PendingSpawn;
+                entry.spawn_id = Some(*spawn_id);
+                entry.url = None;
+                entry.user_options = user_options.clone();
+            }
+        }
+        Event::ServerReady {
+            user,
+            server,
+            url,
+            at,
+            ..
+        } => {
+            if let Some(entry) = server_mut(state, user, server) {
+                entry.phase = ServerPhase::Running;
+                entry.url = Some(url.clone());
+                entry.started = Some(*at);
+                entry.last_activity = Some(*at);
+            }
+        }
+        Event::ServerStopRequested { user, server, .. } => {
+            if let Some(entry) = server_mut(state, user, server) {
+                entry.phase = ServerPhase::PendingStop;
+            }
+        }
+        Event::ServerStopped {
+            user, server, at, ..
+        } => {
+            if let Some(entry) = server_mut(state, user, server) {
+                entry.phase = ServerPhase::Stopped;
+                entry.url = None;
+                entry.started = None;
+                entry.last_activity = Some(*at);
+            }
+        }
+        Event::RouteAdded { route } => {
+            state.routes.insert(route.path.clone(), route.clone());
+        }
+        Event::RouteRemoved { path, .. } => {
+            state.routes.remove(path);
+        }
+    }
+}
+
+fn server_mut<'a>(state: &'a mut State, user: &str, server: &str) -> Option<&'a mut Server> {
+    state.users.get_mut(user)?.servers.get_mut(server)
+}
+
+/// Decides `command` against `state` and, if accepted, folds the resulting events into
+/// it, numbering them after the state's last event. Returns the numbered events.
+pub fn apply(state: &mut State, command: &Command) -> Result<Vec<Sequenced>, Rejection> {
+    let events = decide(state, command)?;
+    let mut sequenced_events = Vec::with_capacity(events.len());
+    for event in events {
+        let route_seq = event.is_route_event().then_some(state.route_seq + 1);
+        let sequenced = Sequenced {
+            seq: state.event_seq + 1,
+            route_seq,
+            event,
+        };
+        evolve(state, &sequenced);
+        sequenced_events.push(sequenced);
+    }
+    Ok(sequenced_events)
+}
+
+#[cfg(test)]
+mod tests;

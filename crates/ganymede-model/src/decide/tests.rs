@@ -1,0 +1,619 @@
+//! Data-driven tests of `decide`/`evolve` through one `check` helper, and property tests
+//! of the invariants replication relies on.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::Key;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn create(names: &[&str], admin: bool) -> Command {
+    Command::CreateUsers {
+        names: names.iter().map(|n| n.to_string()).collect(),
+        admin,
+        at: T0,
+    }
+}
+
+fn spawn(user: &str, server: &str) -> Command {
+    Command::RequestSpawn {
+        user: user.into(),
+        server: server.into(),
+        user_options: serde_json::json!({}),
+        at: T0,
+    }
+}
+
+fn ready(user: &str, server: &str, spawn_id: u64) -> Command {
+    Command::MarkServerReady {
+        user: user.into(),
+        server: server.into(),
+        spawn_id,
+        url: "http://127.0.0.1:9999".into(),
+        at: T0 + 1,
+    }
+}
+
+fn token_for(user: &str, hash: &str) -> Command {
+    Command::IssueToken(TokenRequest {
+        hash: hash.into(),
+        owner: TokenOwner::User(user.into()),
+        scopes: vec!["inherit".into()],
+        note: "test".into(),
+        expires_at: None,
+        at: T0,
+    })
+}
+
+/// Applies `history` (each must be accepted), then decides `command` and compares the
+/// outcome with `expected`, written as the event types or the rejection.
+fn check(history: &[Command], command: Command, expected: Result<&[&str], Rejection>) -> State {
+    let mut state = State::default();
+    for earlier in history {
+        apply(&mut state, earlier)
+            .unwrap_or_else(|rejection| panic!("history {earlier:?} rejected: {rejection}"));
+    }
+    let outcome = apply(&mut state, &command).map(|events| {
+        events
+            .iter()
+            .map(|sequenced| {
+                let value = serde_json::to_value(&sequenced.event).expect("events serialize");
+                value["type"].as_str().expect("tagged").to_owned()
+            })
+            .collect::<Vec<_>>()
+    });
+    match (outcome, expected) {
+        (Ok(got), Ok(want)) => assert_eq!(got, want, "events of {command:?}"),
+        (Err(got), Err(want)) => assert_eq!(got, want, "rejection of {command:?}"),
+        (got, want) => panic!("{command:?}: got {got:?}, want {want:?}"),
+    }
+    state
+}
+
+#[test]
+fn creating_users() {
+    check(&[], create(&["alice"], false), Ok(&["user_created"]));
+    check(
+        &[],
+        create(&["alice", "bob", "alice"], true),
+        Ok(&["user_created", "user_created"]),
+    );
+    check(
+        &[create(&["alice"], false)],
+        create(&["alice"], false),
+        Err(Rejection::UserExists {
+            name: "alice".into(),
+        }),
+    );
+    check(
+        &[create(&["alice", "bob"], false)],
+        create(&["alice", "bob"], false),
+        Err(Rejection::AllUsersExist { count: 2 }),
+    );
+    let state = check(
+        &[create(&["alice"], false)],
+        create(&["alice", "bob"], false),
+        Ok(&["user_created"]),
+    );
+    assert_eq!(state.users.len(), 2);
+    check(&[], create(&[], false), Err(Rejection::NoUserNames));
+    check(
+        &[],
+        create(&["ok", "a/b"], false),
+        Err(Rejection::InvalidUserName { name: "a/b".into() }),
+    );
+}
+
+#[test]
+fn updating_and_deleting_users() {
+    let rename = Command::UpdateUser {
+        name: "alice".into(),
+        rename: Some("alicia".into()),
+        admin: Some(true),
+        at: T0,
+    };
+    let state = check(
+        &[create(&["alice"], false), token_for("alice", "h1")],
+        rename.clone(),
+        Ok(&["user_renamed", "user_admin_changed"]),
+    );
+    assert!(state.users["alicia"].admin);
+    assert_eq!(state.tokens[&1].owner, TokenOwner::User("alicia".into()));
+    check(
+        &[create(&["alice", "alicia"], false)],
+        rename.clone(),
+        Err(Rejection::UserExists {
+            name: "alicia".into(),
+        }),
+    );
+    check(
+        &[],
+        rename,
+        Err(Rejection::UserNotFound {
+            name: "alice".into(),
+        }),
+    );
+    let unchanged = Command::UpdateUser {
+        name: "alice".into(),
+        rename: None,
+        admin: Some(false),
+        at: T0,
+    };
+    check(&[create(&["alice"], false)], unchanged, Ok(&[]));
+
+    let delete = Command::DeleteUser {
+        name: "alice".into(),
+        at: T0,
+    };
+    let state = check(
+        &[
+            create(&["alice"], false),
+            token_for("alice", "h1"),
+            spawn("alice", ""),
+            ready("alice", "", 1),
+        ],
+        delete.clone(),
+        Ok(&[
+            "route_removed",
+            "server_stopped",
+            "token_revoked",
+            "user_deleted",
+        ]),
+    );
+    assert!(
+        state.users.is_empty()
+            && state.tokens.is_empty()
+            && state.token_ids_by_hash.is_empty()
+            && state.routes.is_empty()
+    );
+    check(
+        &[create(&["alice"], false), spawn("alice", "")],
+        delete,
+        Err(Rejection::ServerPending {
+            user: "alice".into(),
+        }),
+    );
+}
+
+#[test]
+fn server_lifecycle() {
+    let base = [create(&["alice"], false)];
+    check(&base, spawn("alice", ""), Ok(&["server_spawn_requested"]));
+    check(
+        &base,
+        spawn("alice", "Bad_Name"),
+        Err(Rejection::InvalidServerName {
+            name: "Bad_Name".into(),
+        }),
+    );
+    check(
+        &base,
+        spawn("bob", ""),
+        Err(Rejection::UserNotFound { name: "bob".into() }),
+    );
+    let spawned = [create(&["alice"], false), spawn("alice", "lab")];
+    check(
+        &spawned,
+        spawn("alice", "lab"),
+        Err(Rejection::ServerActive {
+            user: "alice".into(),
+            server: "lab".into(),
+        }),
+    );
+    check(
+        &spawned,
+        ready("alice", "lab", 7),
+        Err(Rejection::StaleSpawn {
+            user: "alice".into(),
+            server: "lab".into(),
+            spawn_id: 7,
+        }),
+    );
+    let state = check(
+        &spawned,
+        ready("alice", "lab", 1),
+        Ok(&["server_ready", "route_added"]),
+    );
+    assert_eq!(
+        state.routes["/user/alice/lab/"].target,
+        "http://127.0.0.1:9999"
+    );
+    assert_eq!(
+        state.users["alice"].servers["lab"].phase,
+        ServerPhase::Running
+    );
+
+    let running = [
+        create(&["alice"], false),
+        spawn("alice", ""),
+        ready("alice", "", 1),
+    ];
+    let stop = Command::RequestStop {
+        user: "alice".into(),
+        server: "".into(),
+        at: T0,
+    };
+    let state = check(
+        &running,
+        stop.clone(),
+        Ok(&["server_stop_requested", "route_removed"]),
+    );
+    assert_eq!(
+        state.users["alice"].servers[""].phase,
+        ServerPhase::PendingStop
+    );
+    let stopping = [
+        create(&["alice"], false),
+        spawn("alice", ""),
+        ready("alice", "", 1),
+        stop.clone(),
+    ];
+    let stopped = Command::MarkServerStopped {
+        user: "alice".into(),
+        server: "".into(),
+        spawn_id: 1,
+        at: T0,
+    };
+    let state = check(&stopping, stopped.clone(), Ok(&["server_stopped"]));
+    assert_eq!(state.users["alice"].servers[""].phase, ServerPhase::Stopped);
+    // A stop report arriving twice (a reconciler retrying after failover) is stale.
+    let mut twice = stopping.to_vec();
+    twice.push(stopped.clone());
+    check(
+        &twice,
+        stopped,
+        Err(Rejection::StaleSpawn {
+            user: "alice".into(),
+            server: "".into(),
+            spawn_id: 1,
+        }),
+    );
+    // A second spawn gets a new id, so reports about the first are stale.
+    twice.push(spawn("alice", ""));
+    check(
+        &twice,
+        ready("alice", "", 1),
+        Err(Rejection::StaleSpawn {
+            user: "alice".into(),
+            server: "".into(),
+            spawn_id: 1,
+        }),
+    );
+    check(
+        &twice,
+        ready("alice", "", 2),
+        Ok(&["server_ready", "route_added"]),
+    );
+
+    let failed = Command::MarkServerFailed {
+        user: "alice".into(),
+        server: "".into(),
+        spawn_id: 1,
+        reason: "boom".into(),
+        at: T0,
+    };
+    check(
+        &[create(&["alice"], false), spawn("alice", "")],
+        failed,
+        Ok(&["server_stopped"]),
+    );
+    check(
+        &base,
+        stop,
+        Err(Rejection::ServerNotFound {
+            user: "alice".into(),
+            server: "".into(),
+        }),
+    );
+}
+
+#[test]
+fn tokens() {
+    let base = [create(&["alice"], false)];
+    let state = check(&base, token_for("alice", "h1"), Ok(&["token_issued"]));
+    assert_eq!(
+        state.token_by_hash("h1").map(Token::public_id).as_deref(),
+        Some("a1")
+    );
+    check(
+        &[create(&["alice"], false), token_for("alice", "h1")],
+        token_for("alice", "h1"),
+        Err(Rejection::TokenExists),
+    );
+    check(
+        &[],
+        token_for("bob", "h1"),
+        Err(Rejection::UserNotFound { name: "bob".into() }),
+    );
+    let revoke = Command::RevokeToken { id: 1, at: T0 };
+    let state = check(
+        &[create(&["alice"], false), token_for("alice", "h1")],
+        revoke.clone(),
+        Ok(&["token_revoked"]),
+    );
+    assert!(state.token_by_hash("h1").is_none());
+    check(&base, revoke, Err(Rejection::TokenNotFound { id: 1 }));
+    // Ids are never reused, even after a revoke.
+    let state = check(
+        &[
+            create(&["alice"], false),
+            token_for("alice", "h1"),
+            Command::RevokeToken { id: 1, at: T0 },
+        ],
+        token_for("alice", "h2"),
+        Ok(&["token_issued"]),
+    );
+    assert_eq!(state.token_by_hash("h2").map(|token| token.id), Some(2));
+    assert_eq!(Token::parse_public_id("a12"), Some(12));
+    assert_eq!(Token::parse_public_id("12"), None);
+}
+
+#[test]
+fn services_and_cluster() {
+    let ensure = Command::EnsureService {
+        name: "admin".into(),
+        admin: true,
+        roles: vec!["admin".into()],
+        at: T0,
+    };
+    check(&[], ensure.clone(), Ok(&["service_upserted"]));
+    check(&[ensure.clone()], ensure, Ok(&[]));
+    let init = Command::InitializeCluster {
+        cluster_secret: "00".into(),
+        at: T0,
+    };
+    check(&[], init.clone(), Ok(&["cluster_initialized"]));
+    check(&[init.clone()], init, Err(Rejection::AlreadyInitialized));
+}
+
+#[test]
+fn routes_and_route_seq() {
+    let add = |path: &str| Command::AddRoute {
+        path: path.into(),
+        target: "http://127.0.0.1:1".into(),
+        data: serde_json::json!({}),
+        at: T0,
+    };
+    check(&[], add("/a/"), Ok(&["route_added"]));
+    check(&[add("/a/")], add("/a/"), Ok(&[]));
+    check(
+        &[],
+        add("no-slash"),
+        Err(Rejection::InvalidRoutePath {
+            path: "no-slash".into(),
+        }),
+    );
+    let bad_target = Command::AddRoute {
+        path: "/a".into(),
+        target: "ftp://x".into(),
+        data: serde_json::json!({}),
+        at: T0,
+    };
+    check(
+        &[],
+        bad_target,
+        Err(Rejection::InvalidRouteTarget {
+            target: "ftp://x".into(),
+        }),
+    );
+    check(
+        &[],
+        Command::RemoveRoute {
+            path: "/a/".into(),
+            at: T0,
+        },
+        Ok(&[]),
+    );
+    let state = check(
+        &[add("/a/"), create(&["alice"], false), add("/b/")],
+        Command::RemoveRoute {
+            path: "/a/".into(),
+            at: T0,
+        },
+        Ok(&["route_removed"]),
+    );
+    assert_eq!((state.event_seq, state.route_seq), (4, 3));
+}
+
+/// A random command over a small universe of names, so that commands collide often.
+fn any_command() -> impl Strategy<Value = Command> {
+    let user = prop::sample::select(vec!["alice", "bob", "carol"]).prop_map(String::from);
+    let server = prop::sample::select(vec!["", "lab", "gpu"]).prop_map(String::from);
+    let at = 0i64..1_000;
+    prop_oneof![
+        (
+            prop::collection::vec(user.clone(), 0..3),
+            any::<bool>(),
+            at.clone()
+        )
+            .prop_map(|(names, admin, at)| Command::CreateUsers { names, admin, at }),
+        (
+            user.clone(),
+            prop::option::of(user.clone()),
+            prop::option::of(any::<bool>()),
+            at.clone()
+        )
+            .prop_map(|(name, rename, admin, at)| Command::UpdateUser {
+                name,
+                rename,
+                admin,
+                at
+            }),
+        (user.clone(), at.clone()).prop_map(|(name, at)| Command::DeleteUser { name, at }),
+        (user.clone(), 0u8..4, at.clone()).prop_map(|(user, h, at)| Command::IssueToken(
+            TokenRequest {
+                hash: format!("h{h}"),
+                owner: TokenOwner::User(user),
+                scopes: vec![],
+                note: String::new(),
+                expires_at: None,
+                at,
+            }
+        )),
+        (1u64..5, at.clone()).prop_map(|(id, at)| Command::RevokeToken { id, at }),
+        (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| {
+            Command::RequestSpawn {
+                user,
+                server,
+                user_options: serde_json::json!({}),
+                at,
+            }
+        }),
+        (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(
+            |(user, server, spawn_id, at)| {
+                Command::MarkServerReady {
+                    user,
+                    server,
+                    spawn_id,
+                    url: "http://127.0.0.1:1".into(),
+                    at,
+                }
+            }
+        ),
+        (user.clone(), server.clone(), at.clone())
+            .prop_map(|(user, server, at)| Command::RequestStop { user, server, at }),
+        (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(
+            |(user, server, spawn_id, at)| Command::MarkServerStopped {
+                user,
+                server,
+                spawn_id,
+                at
+            }
+        ),
+        (user, server, 1u64..6, at).prop_map(|(user, server, spawn_id, at)| {
+            Command::MarkServerFailed {
+                user,
+                server,
+                spawn_id,
+                reason: "x".into(),
+                at,
+            }
+        }),
+    ]
+}
+
+/// Checks the invariants every reachable state keeps.
+fn assert_consistent(state: &State) {
+    for (hash, id) in &state.token_ids_by_hash {
+        assert_eq!(
+            state.tokens.get(id).map(|token| token.hash.as_str()),
+            Some(hash.as_str())
+        );
+    }
+    assert_eq!(state.tokens.len(), state.token_ids_by_hash.len());
+    for token in state.tokens.values() {
+        if let TokenOwner::User(name) = &token.owner {
+            assert!(
+                state.users.contains_key(name),
+                "token a{} owned by missing user {name}",
+                token.id
+            );
+        }
+    }
+    for (path, route) in &state.routes {
+        assert_eq!(path, &route.path);
+    }
+    for user in state.users.values() {
+        for server in user.servers.values() {
+            let routed = state
+                .routes
+                .contains_key(&route_path_for(&user.name, &server.name));
+            assert_eq!(
+                routed,
+                server.phase == ServerPhase::Running,
+                "{}/{} {:?}",
+                user.name,
+                server.name,
+                server.phase
+            );
+        }
+    }
+}
+
+proptest! {
+    /// Two replicas applying the same log reach the same state, and replaying the event
+    /// log alone reproduces it; event and route sequences are contiguous.
+    #[test]
+    fn replay_is_deterministic(commands in prop::collection::vec(any_command(), 0..60)) {
+        let mut first = State::default();
+        let mut second = State::default();
+        let mut log = Vec::new();
+        for command in &commands {
+            let a = apply(&mut first, command);
+            let b = apply(&mut second, command);
+            prop_assert_eq!(&a, &b);
+            if let Ok(events) = a {
+                log.extend(events);
+            }
+            assert_consistent(&first);
+        }
+        prop_assert_eq!(&first, &second);
+        let mut replayed = State::default();
+        let mut route_seq = 0;
+        for (index, sequenced) in log.iter().enumerate() {
+            prop_assert_eq!(sequenced.seq, index as u64 + 1);
+            if let Some(seq) = sequenced.route_seq {
+                route_seq += 1;
+                prop_assert_eq!(seq, route_seq);
+            }
+            evolve(&mut replayed, sequenced);
+        }
+        prop_assert_eq!(replayed, first);
+    }
+
+    /// A snapshot taken anywhere (serialized and read back) plus the remaining commands
+    /// gives the same state as applying everything.
+    #[test]
+    fn snapshot_plus_tail_equals_full_replay(commands in prop::collection::vec(any_command(), 0..60), cut in 0usize..60) {
+        let cut = cut.min(commands.len());
+        let mut full = State::default();
+        for command in &commands {
+            let _ = apply(&mut full, command);
+        }
+        let mut head = State::default();
+        for command in &commands[..cut] {
+            let _ = apply(&mut head, command);
+        }
+        let bytes = serde_json::to_vec(&head).expect("state serializes");
+        let mut restored: State = serde_json::from_slice(&bytes).expect("state deserializes");
+        for command in &commands[cut..] {
+            let _ = apply(&mut restored, command);
+        }
+        prop_assert_eq!(restored, full);
+    }
+
+    /// Every key an event touches is the only place its effect shows: rows not listed
+    /// are unchanged, which is what lets the store write only the touched rows.
+    #[test]
+    fn touched_keys_cover_every_change(commands in prop::collection::vec(any_command(), 0..40)) {
+        let mut state = State::default();
+        for command in &commands {
+            let before = state.clone();
+            if let Ok(events) = apply(&mut state, command) {
+                let touched: Vec<Key> = events.iter().flat_map(|e| e.event.touched(&state)).collect();
+                for (name, user) in &state.users {
+                    if before.users.get(name) != Some(user) {
+                        prop_assert!(touched.contains(&Key::User(name.clone())), "user {} changed untouched", name);
+                    }
+                }
+                for name in before.users.keys().filter(|name| !state.users.contains_key(*name)) {
+                    prop_assert!(touched.contains(&Key::User(name.clone())));
+                }
+                for (id, token) in &state.tokens {
+                    if before.tokens.get(id) != Some(token) {
+                        prop_assert!(touched.contains(&Key::Token(*id)));
+                    }
+                }
+                for id in before.tokens.keys().filter(|id| !state.tokens.contains_key(*id)) {
+                    prop_assert!(touched.contains(&Key::Token(*id)));
+                }
+                for path in before.routes.keys().chain(state.routes.keys()) {
+                    if before.routes.get(path) != state.routes.get(path) {
+                        prop_assert!(touched.contains(&Key::Route(path.clone())));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Events: the facts a committed command produced. They are numbered contiguously on
+//! every replica (`seq`), route events also on their own counter (`route_seq`), and they
+//! are what subscribers — edges, audit readers — consume.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Route, Service, State, Timestamp, Token, TokenOwner};
+
+/// One fact about the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    ClusterInitialized {
+        cluster_secret: String,
+        at: Timestamp,
+    },
+    UserCreated {
+        name: String,
+        admin: bool,
+        at: Timestamp,
+    },
+    UserRenamed {
+        from: String,
+        to: String,
+        at: Timestamp,
+    },
+    UserAdminChanged {
+        name: String,
+        admin: bool,
+        at: Timestamp,
+    },
+    UserDeleted {
+        name: String,
+        at: Timestamp,
+    },
+    ServiceUpserted {
+        service: Service,
+    },
+    TokenIssued {
+        token: Token,
+    },
+    TokenRevoked {
+        id: u64,
+        at: Timestamp,
+    },
+    ServerSpawnRequested {
+        user: String,
+        server: String,
+        spawn_id: u64,
+        user_options: serde_json::Value,
+        at: Timestamp,
+    },
+    ServerReady {
+        user: String,
+        server: String,
+        spawn_id: u64,
+        url: String,
+        at: Timestamp,
+    },
+    ServerStopRequested {
+        user: String,
+        server: String,
+        spawn_id: u64,
+        at: Timestamp,
+    },
+    ServerStopped {
+        user: String,
+        server: String,
+        spawn_id: u64,
+        reason: Option<String>,
+        at: Timestamp,
+    },
+    RouteAdded {
+        route: Route,
+    },
+    RouteRemoved {
+        path: String,
+        at: Timestamp,
+    },
+}
+
+/// An event with its place in the event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sequenced {
+    pub seq: u64,
+    /// Set on route events only.
+    pub route_seq: Option<u64>,
+    pub event: Event,
+}
+
+/// A row of the state that an event changes: what a store must rewrite after applying it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    Cluster,
+    User(String),
+    Service(String),
+    Token(u64),
+    Route(String),
+    /// Group rows that name a user who was renamed or deleted; groups are few, so the
+    /// store rewrites them all.
+    Groups,
+}
+
+impl Event {
+    pub fn is_route_event(&self) -> bool {
+        matches!(self, Event::RouteAdded { .. } | Event::RouteRemoved { .. })
+    }
+
+    /// The rows this event changed, given the state right after it was applied.
+    /// Counters (`event_seq`, `route_seq`, id allocators) change with every event and
+    /// are not listed.
+    pub fn touched(&self, state_after: &State) -> Vec<Key> {
+        match self {
+            Event::ClusterInitialized { .. } => vec![Key::Cluster],
+            Event::UserCreated { name, .. } | Event::UserAdminChanged { name, .. } => {
+                vec![Key::User(name.clone())]
+            }
+            Event::UserDeleted { name, .. } => vec![Key::User(name.clone()), Key::Groups],
+            Event::UserRenamed { from, to, .. } => {
+                // A rename moves the user's tokens to the new owner name.
+                let owner = TokenOwner::User(to.clone());
+                let mut keys = vec![Key::User(from.clone()), Key::User(to.clone()), Key::Groups];
+                keys.extend(
+                    state_after
+                        .tokens_of(&owner)
+                        .map(|token| Key::Token(token.id)),
+                );
+                keys
+            }
+            Event::ServiceUpserted { service } => vec![Key::Service(service.name.clone())],
+            Event::TokenIssued { token } => vec![Key::Token(token.id)],
+            Event::TokenRevoked { id, .. } => vec![Key::Token(*id)],
+            Event::ServerSpawnRequested { user, .. }
+            | Event::ServerReady { user, .. }
+            | Event::ServerStopRequested { user, .. }
+            | Event::ServerStopped { user, .. } => vec![Key::User(user.clone())],
+            Event::RouteAdded { route } => vec![Key::Route(route.path.clone())],
+            Event::RouteRemoved { path, .. } => vec![Key::Route(path.clone())],
+        }
+    }
+}

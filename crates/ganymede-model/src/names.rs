@@ -1,0 +1,131 @@
+//! JupyterHub's naming rules: how user names are normalized and which user, server and
+//! route names are acceptable. The hub applies these before proposing; `decide` applies
+//! them again so that no replica can be talked into committing an invalid name.
+
+/// The longest user name we accept. JupyterHub has no hard limit, but names end up in
+/// URLs, cookie names and OAuth client ids; 255 keeps all of those well-formed.
+pub const MAX_USER_NAME_LEN: usize = 255;
+
+/// JupyterHub 6 limits named servers to 30 characters.
+pub const MAX_SERVER_NAME_LEN: usize = 30;
+
+/// The default `Authenticator.normalize_username`: user names are case-insensitive and
+/// stored lowercase.
+pub fn normalize_user_name(raw: &str) -> String {
+    raw.to_lowercase()
+}
+
+/// Whether an already normalized user name is acceptable: not empty, no `/` (it would
+/// change the meaning of `/user/<name>/`), no surrounding white space, no control
+/// characters.
+pub fn is_valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USER_NAME_LEN
+        && !name.contains('/')
+        && name.trim() == name
+        && !name.chars().any(char::is_control)
+}
+
+/// Whether `name` is a valid *named* server name: `^[a-z][a-z0-9]*(-[a-z0-9]+)*$`,
+/// 1–30 characters. The default server's name is `""` and is not a named server.
+pub fn is_valid_server_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_SERVER_NAME_LEN || !bytes[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut previous_was_dash = false;
+    for &b in bytes {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' => previous_was_dash = false,
+            b'-' if !previous_was_dash => previous_was_dash = true,
+            _ => return false,
+        }
+    }
+    !previous_was_dash
+}
+
+/// Whether a proxy route path (configurable-http-proxy's "routespec") is acceptable:
+/// absolute, no empty or dot segments, no control characters or white space.
+pub fn is_valid_route_path(path: &str) -> bool {
+    if !path.starts_with('/') || path.len() > 2048 {
+        return false;
+    }
+    if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
+    let inner = path.trim_start_matches('/').trim_end_matches('/');
+    inner.is_empty()
+        || inner
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_follow_jupyterhub() {
+        assert_eq!(normalize_user_name("Alice"), "alice");
+        for good in [
+            "alice",
+            "a",
+            "bob.smith",
+            "carol@example.org",
+            "dave-1",
+            "ünïcode",
+        ] {
+            assert!(is_valid_user_name(good), "{good:?} should be valid");
+        }
+        let too_long = "x".repeat(MAX_USER_NAME_LEN + 1);
+        for bad in [
+            "",
+            "a/b",
+            " alice",
+            "alice ",
+            "al\nice",
+            "al\u{0}ice",
+            too_long.as_str(),
+        ] {
+            assert!(!is_valid_user_name(bad), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn server_names_follow_jupyterhub_6() {
+        for good in ["a", "lab", "gpu-2", "a1-b2-c3", &"a".repeat(30)] {
+            assert!(is_valid_server_name(good), "{good:?} should be valid");
+        }
+        let too_long = "a".repeat(31);
+        for bad in [
+            "",
+            "1lab",
+            "-lab",
+            "lab-",
+            "la--b",
+            "Lab",
+            "la_b",
+            "la b",
+            too_long.as_str(),
+        ] {
+            assert!(!is_valid_server_name(bad), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn route_paths() {
+        for good in ["/", "/user/alice/", "/user/alice", "/services/x/y/"] {
+            assert!(is_valid_route_path(good), "{good:?} should be valid");
+        }
+        for bad in [
+            "",
+            "user/alice",
+            "/user//alice",
+            "/user/../x",
+            "/a b",
+            "/a\n",
+        ] {
+            assert!(!is_valid_route_path(bad), "{bad:?} should be invalid");
+        }
+    }
+}
