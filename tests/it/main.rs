@@ -1,1 +1,7 @@
+//! Black-box tests: the real `ganymede` binary in real processes on loopback, killed
+//! with SIGKILL and restarted from their data directories.
 
+mod bad_start;
+mod failover;
+mod local_cluster;
+mod support;

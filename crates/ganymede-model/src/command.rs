@@ -11,10 +11,7 @@ use crate::state::{Timestamp, TokenOwner};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Fix the cluster secret; the first command every new cluster commits.
-    InitializeCluster {
-        cluster_secret: String,
-        at: Timestamp,
-    },
+    InitializeCluster { cluster_secret: String, at: Timestamp },
     /// Create users (names already normalized). Existing names are skipped; if every
     /// name exists the command is rejected, as JupyterHub's `POST /users` does.
     CreateUsers {

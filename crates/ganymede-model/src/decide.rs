@@ -7,10 +7,7 @@ use thiserror::Error;
 use crate::command::{Command, TokenRequest};
 use crate::event::{Event, Sequenced};
 use crate::names;
-use crate::state::{
-    ClusterInfo, Route, Server, ServerPhase, Service, State, Token, TokenOwner, User,
-    route_path_for,
-};
+use crate::state::{ClusterInfo, Route, Server, ServerPhase, Service, State, Token, TokenOwner, User, route_path_for};
 
 /// Why a command was refused. Refusals change nothing and are returned to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
@@ -109,14 +106,10 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             let mut events = Vec::new();
             if let Some(new_name) = rename.as_ref().filter(|new_name| *new_name != name) {
                 if !names::is_valid_user_name(new_name) {
-                    return Err(Rejection::InvalidUserName {
-                        name: new_name.clone(),
-                    });
+                    return Err(Rejection::InvalidUserName { name: new_name.clone() });
                 }
                 if state.users.contains_key(new_name) {
-                    return Err(Rejection::UserExists {
-                        name: new_name.clone(),
-                    });
+                    return Err(Rejection::UserExists { name: new_name.clone() });
                 }
                 // Routes and OAuth clients are named after the user; renaming under a
                 // live server would strand them.
@@ -144,12 +137,11 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
         }
         Command::DeleteUser { name, at } => {
             let user = existing_user(state, name)?;
-            if user.servers.values().any(|server| {
-                matches!(
-                    server.phase,
-                    ServerPhase::PendingSpawn | ServerPhase::PendingStop
-                )
-            }) {
+            if user
+                .servers
+                .values()
+                .any(|server| matches!(server.phase, ServerPhase::PendingSpawn | ServerPhase::PendingStop))
+            {
                 return Err(Rejection::ServerPending { user: name.clone() });
             }
             let mut events = Vec::new();
@@ -157,22 +149,18 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 events.extend(stop_events(name, server, None, *at));
             }
             let owner = TokenOwner::User(name.clone());
-            events.extend(state.tokens_of(&owner).map(|token| Event::TokenRevoked {
-                id: token.id,
-                at: *at,
-            }));
+            events.extend(
+                state
+                    .tokens_of(&owner)
+                    .map(|token| Event::TokenRevoked { id: token.id, at: *at }),
+            );
             events.push(Event::UserDeleted {
                 name: name.clone(),
                 at: *at,
             });
             Ok(events)
         }
-        Command::EnsureService {
-            name,
-            admin,
-            roles,
-            at,
-        } => {
+        Command::EnsureService { name, admin, roles, at } => {
             if !names::is_valid_user_name(name) {
                 return Err(Rejection::InvalidServiceName { name: name.clone() });
             }
@@ -242,9 +230,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
         } => {
             let owner = existing_user(state, user)?;
             if !server.is_empty() && !names::is_valid_server_name(server) {
-                return Err(Rejection::InvalidServerName {
-                    name: server.clone(),
-                });
+                return Err(Rejection::InvalidServerName { name: server.clone() });
             }
             if let Some(existing) = owner.servers.get(server)
                 && existing.phase != ServerPhase::Stopped
@@ -278,9 +264,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 });
             }
             if !is_valid_target(url) {
-                return Err(Rejection::InvalidRouteTarget {
-                    target: url.clone(),
-                });
+                return Err(Rejection::InvalidRouteTarget { target: url.clone() });
             }
             let route = Route {
                 path: route_path_for(user, server),
@@ -318,13 +302,10 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
         }
         Command::RequestStop { user, server, at } => {
             let owner = existing_user(state, user)?;
-            let current = owner
-                .servers
-                .get(server)
-                .ok_or_else(|| Rejection::ServerNotFound {
-                    user: user.clone(),
-                    server: server.clone(),
-                })?;
+            let current = owner.servers.get(server).ok_or_else(|| Rejection::ServerNotFound {
+                user: user.clone(),
+                server: server.clone(),
+            })?;
             match (current.phase, current.spawn_id) {
                 (ServerPhase::PendingSpawn | ServerPhase::Running, Some(spawn_id)) => {
                     let mut events = vec![Event::ServerStopRequested {
@@ -364,24 +345,14 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             }
             Ok(stop_events(user, current, None, *at))
         }
-        Command::AddRoute {
-            path,
-            target,
-            data,
-            at,
-        } => {
+        Command::AddRoute { path, target, data, at } => {
             if !names::is_valid_route_path(path) {
                 return Err(Rejection::InvalidRoutePath { path: path.clone() });
             }
             if !is_valid_target(target) {
-                return Err(Rejection::InvalidRouteTarget {
-                    target: target.clone(),
-                });
+                return Err(Rejection::InvalidRouteTarget { target: target.clone() });
             }
-            let created = state
-                .routes
-                .get(path)
-                .map_or(*at, |existing| existing.created);
+            let created = state.routes.get(path).map_or(*at, |existing| existing.created);
             let route = Route {
                 path: path.clone(),
                 target: target.clone(),
@@ -429,18 +400,11 @@ fn existing_user<'a>(state: &'a State, name: &str) -> Result<&'a User, Rejection
     state
         .users
         .get(name)
-        .ok_or_else(|| Rejection::UserNotFound {
-            name: name.to_owned(),
-        })
+        .ok_or_else(|| Rejection::UserNotFound { name: name.to_owned() })
 }
 
 /// The server whose current attempt is `spawn_id`; reports about older attempts are stale.
-fn current_attempt<'a>(
-    state: &'a State,
-    user: &str,
-    server: &str,
-    spawn_id: u64,
-) -> Result<&'a Server, Rejection> {
+fn current_attempt<'a>(state: &'a State, user: &str, server: &str, spawn_id: u64) -> Result<&'a Server, Rejection> {
     let current = existing_user(state, user)?
         .servers
         .get(server)
@@ -506,11 +470,7 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                 }
             }
             let old_owner = TokenOwner::User(from.clone());
-            for token in state
-                .tokens
-                .values_mut()
-                .filter(|token| token.owner == old_owner)
-            {
+            for token in state.tokens.values_mut().filter(|token| token.owner == old_owner) {
                 token.owner = TokenOwner::User(to.clone());
             }
         }
@@ -558,11 +518,7 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
             }
         }
         Event::ServerReady {
-            user,
-            server,
-            url,
-            at,
-            ..
+            user, server, url, at, ..
         } => {
             if let Some(entry) = server_mut(state, user, server) {
                 entry.phase = ServerPhase::Running;
@@ -576,9 +532,7 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                 entry.phase = ServerPhase::PendingStop;
             }
         }
-        Event::ServerStopped {
-            user, server, at, ..
-        } => {
+        Event::ServerStopped { user, server, at, .. } => {
             if let Some(entry) = server_mut(state, user, server) {
                 entry.phase = ServerPhase::Stopped;
                 entry.url = None;

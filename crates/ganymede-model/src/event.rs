@@ -121,11 +121,7 @@ impl Event {
                 // A rename moves the user's tokens to the new owner name.
                 let owner = TokenOwner::User(to.clone());
                 let mut keys = vec![Key::User(from.clone()), Key::User(to.clone()), Key::Groups];
-                keys.extend(
-                    state_after
-                        .tokens_of(&owner)
-                        .map(|token| Key::Token(token.id)),
-                );
+                keys.extend(state_after.tokens_of(&owner).map(|token| Key::Token(token.id)));
                 keys
             }
             Event::ServiceUpserted { service } => vec![Key::Service(service.name.clone())],

@@ -67,14 +67,7 @@ mod tests {
     #[test]
     fn user_names_follow_jupyterhub() {
         assert_eq!(normalize_user_name("Alice"), "alice");
-        for good in [
-            "alice",
-            "a",
-            "bob.smith",
-            "carol@example.org",
-            "dave-1",
-            "ünïcode",
-        ] {
+        for good in ["alice", "a", "bob.smith", "carol@example.org", "dave-1", "ünïcode"] {
             assert!(is_valid_user_name(good), "{good:?} should be valid");
         }
         let too_long = "x".repeat(MAX_USER_NAME_LEN + 1);
@@ -117,14 +110,7 @@ mod tests {
         for good in ["/", "/user/alice/", "/user/alice", "/services/x/y/"] {
             assert!(is_valid_route_path(good), "{good:?} should be valid");
         }
-        for bad in [
-            "",
-            "user/alice",
-            "/user//alice",
-            "/user/../x",
-            "/a b",
-            "/a\n",
-        ] {
+        for bad in ["", "user/alice", "/user//alice", "/user/../x", "/a b", "/a\n"] {
             assert!(!is_valid_route_path(bad), "{bad:?} should be invalid");
         }
     }

@@ -176,15 +176,11 @@ pub struct State {
 
 impl State {
     pub fn token_by_hash(&self, hash: &str) -> Option<&Token> {
-        self.token_ids_by_hash
-            .get(hash)
-            .and_then(|id| self.tokens.get(id))
+        self.token_ids_by_hash.get(hash).and_then(|id| self.tokens.get(id))
     }
 
     pub fn tokens_of<'a>(&'a self, owner: &'a TokenOwner) -> impl Iterator<Item = &'a Token> + 'a {
-        self.tokens
-            .values()
-            .filter(move |token| &token.owner == owner)
+        self.tokens.values().filter(move |token| &token.owner == owner)
     }
 }
 

@@ -1,1 +1,7 @@
-//! placeholder
+//! gRPC services and messages generated from `proto/` (tonic + prost).
+
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("ganymede.raft.v1");
+    }
+}

@@ -1,1 +1,19 @@
-//! placeholder
+//! Replication for a hub replica: openraft wired to Ganymede's RocksDB store and to a
+//! tonic network. This is the only crate that names openraft (its alphas break APIs);
+//! everything above talks to a [`RaftHandle`]: propose a command from any replica,
+//! read linearizably, change membership, watch the cluster.
+
+mod handle;
+mod log_store;
+mod network;
+mod server;
+mod state_machine;
+mod types;
+
+pub use handle::{ClusterStatus, MemberStatus, ProposeError, RaftConfig, RaftHandle, ReadError, StartError};
+pub use state_machine::SharedState;
+pub use types::Applied;
+pub use types::HubNode;
+
+#[cfg(test)]
+mod tests;

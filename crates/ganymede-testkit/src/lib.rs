@@ -1,1 +1,347 @@
-//! placeholder
+//! Test support: an in-process cluster of real hub replicas (RocksDB on disk in a
+//! temporary directory, real gRPC and HTTP on loopback ports chosen by the OS), an HTTP
+//! client for their API, and waiting on conditions with deadlines instead of sleeps.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganymede_hub::{ApiLimits, Hub};
+use ganymede_raft::{HubNode, RaftConfig, RaftHandle};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod process;
+
+/// The admin token every test cluster provisions.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// Waits until `condition` returns `Some`, polling every few milliseconds, and panics
+/// with `what` if `patience` runs out.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {patience:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Routes every test's logs to the test harness's captured output (once per process).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Raft timings for tests: as in production, but snapshots come sooner.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_logs_since_last: u64,
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
+            snapshot_logs_since_last: 10_000,
+            logs_kept_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// One running replica.
+pub struct TestHub {
+    pub node_id: u64,
+    pub raft: RaftHandle,
+    pub api: Api,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The fixed identity of a replica across restarts: its ports and data directory.
+#[derive(Clone)]
+struct Slot {
+    node: HubNode,
+    data_dir: PathBuf,
+}
+
+/// An in-process cluster of hub replicas.
+pub struct TestCluster {
+    pub timings: Timings,
+    dir: tempfile::TempDir,
+    slots: BTreeMap<u64, Slot>,
+    initial_members: BTreeMap<u64, HubNode>,
+    hubs: BTreeMap<u64, TestHub>,
+}
+
+fn free_addr() -> SocketAddr {
+    // Bind port 0 and release it: the OS hands out a free port we reuse at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr")
+}
+
+impl TestCluster {
+    /// Starts `voters` replicas as a new cluster and waits until it has a leader and
+    /// the admin token works on every replica.
+    pub async fn start(voters: u64) -> TestCluster {
+        Self::start_with(voters, Timings::default()).await
+    }
+
+    pub async fn start_with(voters: u64, timings: Timings) -> TestCluster {
+        init_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = TestCluster {
+            timings,
+            dir,
+            slots: BTreeMap::new(),
+            initial_members: BTreeMap::new(),
+            hubs: BTreeMap::new(),
+        };
+        for node_id in 1..=voters {
+            let slot = cluster.new_slot(node_id);
+            cluster.initial_members.insert(node_id, slot.node.clone());
+        }
+        for node_id in 1..=voters {
+            cluster.start_node(node_id).await;
+        }
+        cluster.wait_for_leader().await;
+        for node_id in 1..=voters {
+            cluster.wait_until_serving(node_id).await;
+        }
+        cluster
+    }
+
+    fn new_slot(&mut self, node_id: u64) -> Slot {
+        let slot = Slot {
+            node: HubNode {
+                raft_addr: free_addr().to_string(),
+                api_addr: free_addr().to_string(),
+            },
+            data_dir: self.dir.path().join(format!("hub{node_id}")),
+        };
+        self.slots.insert(node_id, slot.clone());
+        slot
+    }
+
+    /// Starts (or restarts) replica `node_id` on its ports and data directory.
+    pub async fn start_node(&mut self, node_id: u64) {
+        let slot = self.slots.get(&node_id).expect("known node").clone();
+        let raft_listener = bind_retrying(&slot.node.raft_addr).await;
+        let api_listener = bind_retrying(&slot.node.api_addr).await;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let config = RaftConfig {
+            node_id,
+            node: slot.node.clone(),
+            data_dir: slot.data_dir.clone(),
+            initial_members: self.initial_members.clone(),
+            heartbeat_interval: self.timings.heartbeat_interval,
+            election_timeout_min: self.timings.election_timeout_min,
+            election_timeout_max: self.timings.election_timeout_max,
+            snapshot_logs_since_last: self.timings.snapshot_logs_since_last,
+            logs_kept_after_snapshot: self.timings.logs_kept_after_snapshot,
+            request_timeout: Duration::from_secs(10),
+        };
+        let raft = RaftHandle::start(config, raft_listener, &tasks, shutdown.clone())
+            .await
+            .expect("start replica");
+        tasks.spawn(ganymede_hub::provision(
+            raft.clone(),
+            Some(ADMIN_TOKEN.into()),
+            shutdown.clone(),
+        ));
+        let app = ganymede_hub::router(Hub {
+            raft: raft.clone(),
+            limits: Arc::new(ApiLimits::default()),
+        });
+        let serve_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(api_listener, app)
+                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                .await;
+        });
+        let api = Api::new(format!("http://{}", slot.node.api_addr));
+        self.hubs.insert(
+            node_id,
+            TestHub {
+                node_id,
+                raft,
+                api,
+                shutdown,
+                tasks,
+            },
+        );
+    }
+
+    /// Stops replica `node_id` abruptly: its listeners close and Raft stops, as when the
+    /// process dies; its data directory stays.
+    pub async fn kill(&mut self, node_id: u64) {
+        let hub = self.hubs.remove(&node_id).expect("running node");
+        hub.shutdown.cancel();
+        hub.raft.shutdown().await;
+        hub.tasks.close();
+        hub.tasks.wait().await;
+    }
+
+    /// Adds a fresh replica with no initial members (it waits to be added).
+    pub async fn start_new_node(&mut self, node_id: u64) -> HubNode {
+        let slot = self.new_slot(node_id);
+        let saved = std::mem::take(&mut self.initial_members);
+        self.start_node(node_id).await;
+        self.initial_members = saved;
+        slot.node
+    }
+
+    pub fn hub(&self, node_id: u64) -> &TestHub {
+        self.hubs.get(&node_id).expect("running node")
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &TestHub> {
+        self.hubs.values()
+    }
+
+    pub fn data_dir(&self, node_id: u64) -> PathBuf {
+        self.slots[&node_id].data_dir.clone()
+    }
+
+    pub fn root_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Waits until every running replica agrees on one leader, and returns it.
+    pub async fn wait_for_leader(&self) -> u64 {
+        eventually(
+            "a leader all running replicas agree on",
+            Duration::from_secs(20),
+            || async {
+                let leaders: Vec<Option<u64>> = self.hubs.values().map(|hub| hub.raft.status().leader_id).collect();
+                let first = (*leaders.first()?)?;
+                (leaders.iter().all(|leader| *leader == Some(first)) && self.hubs.contains_key(&first)).then_some(first)
+            },
+        )
+        .await
+    }
+
+    /// Waits until replica `node_id` answers authenticated API calls.
+    pub async fn wait_until_serving(&self, node_id: u64) {
+        let api = &self.hub(node_id).api;
+        eventually("the admin token works", Duration::from_secs(20), || async {
+            let (status, _) = api.get("/hub/api/user").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await
+    }
+}
+
+async fn bind_retrying(addr: &str) -> tokio::net::TcpListener {
+    eventually(&format!("binding {addr}"), Duration::from_secs(10), || async {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await
+}
+
+/// A small client for a hub's API, authenticated with the admin token unless told
+/// otherwise.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Api {
+            base,
+            client,
+            token: Some(ADMIN_TOKEN.into()),
+        }
+    }
+
+    /// The same API with another token (or none).
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            token: token.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("token {token}"));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Ok((status, value))
+    }
+
+    /// Sends raw bytes with a content type, for malformed-input tests.
+    pub async fn raw(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("token {token}"));
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let value = response.json().await.unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::DELETE, path, None).await
+    }
+}

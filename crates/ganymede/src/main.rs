@@ -1,1 +1,77 @@
-fn main() {}
+//! The `ganymede` binary: parses arguments, sets up logging, and hands over to the
+//! subcommand. The work lives in the library crates.
+
+mod cluster_cli;
+mod config;
+mod hub;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ganymede",
+    version,
+    about = "A highly available control plane for multi-user Jupyter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run one hub replica.
+    Hub {
+        /// The TOML configuration file (see ops/hub.example.toml); optional.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override one configuration key, e.g. `--set hub.node_id=2`; repeatable.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Inspect or change the cluster's membership through any hub replica.
+    Cluster {
+        #[command(flatten)]
+        target: cluster_cli::Target,
+        #[command(subcommand)]
+        action: cluster_cli::Action,
+    },
+    /// List every configuration key with the environment variable that overrides it.
+    ConfigKeys,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ganymede: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Commands::Hub { config, sets } => {
+                let config = config::load(config.as_deref(), std::env::vars(), &sets)?;
+                let admin_token = std::env::var("GANYMEDE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+                hub::run(config, admin_token).await
+            }
+            Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
+            Commands::ConfigKeys => {
+                for (key, var) in config::keys() {
+                    println!("{key:40} {var}");
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ganymede: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -51,8 +51,7 @@ fn token_for(user: &str, hash: &str) -> Command {
 fn check(history: &[Command], command: Command, expected: Result<&[&str], Rejection>) -> State {
     let mut state = State::default();
     for earlier in history {
-        apply(&mut state, earlier)
-            .unwrap_or_else(|rejection| panic!("history {earlier:?} rejected: {rejection}"));
+        apply(&mut state, earlier).unwrap_or_else(|rejection| panic!("history {earlier:?} rejected: {rejection}"));
     }
     let outcome = apply(&mut state, &command).map(|events| {
         events
@@ -82,9 +81,7 @@ fn creating_users() {
     check(
         &[create(&["alice"], false)],
         create(&["alice"], false),
-        Err(Rejection::UserExists {
-            name: "alice".into(),
-        }),
+        Err(Rejection::UserExists { name: "alice".into() }),
     );
     check(
         &[create(&["alice", "bob"], false)],
@@ -123,17 +120,9 @@ fn updating_and_deleting_users() {
     check(
         &[create(&["alice", "alicia"], false)],
         rename.clone(),
-        Err(Rejection::UserExists {
-            name: "alicia".into(),
-        }),
+        Err(Rejection::UserExists { name: "alicia".into() }),
     );
-    check(
-        &[],
-        rename,
-        Err(Rejection::UserNotFound {
-            name: "alice".into(),
-        }),
-    );
+    check(&[], rename, Err(Rejection::UserNotFound { name: "alice".into() }));
     let unchanged = Command::UpdateUser {
         name: "alice".into(),
         rename: None,
@@ -154,12 +143,7 @@ fn updating_and_deleting_users() {
             ready("alice", "", 1),
         ],
         delete.clone(),
-        Ok(&[
-            "route_removed",
-            "server_stopped",
-            "token_revoked",
-            "user_deleted",
-        ]),
+        Ok(&["route_removed", "server_stopped", "token_revoked", "user_deleted"]),
     );
     assert!(
         state.users.is_empty()
@@ -170,9 +154,7 @@ fn updating_and_deleting_users() {
     check(
         &[create(&["alice"], false), spawn("alice", "")],
         delete,
-        Err(Rejection::ServerPending {
-            user: "alice".into(),
-        }),
+        Err(Rejection::ServerPending { user: "alice".into() }),
     );
 }
 
@@ -210,39 +192,18 @@ fn server_lifecycle() {
             spawn_id: 7,
         }),
     );
-    let state = check(
-        &spawned,
-        ready("alice", "lab", 1),
-        Ok(&["server_ready", "route_added"]),
-    );
-    assert_eq!(
-        state.routes["/user/alice/lab/"].target,
-        "http://127.0.0.1:9999"
-    );
-    assert_eq!(
-        state.users["alice"].servers["lab"].phase,
-        ServerPhase::Running
-    );
+    let state = check(&spawned, ready("alice", "lab", 1), Ok(&["server_ready", "route_added"]));
+    assert_eq!(state.routes["/user/alice/lab/"].target, "http://127.0.0.1:9999");
+    assert_eq!(state.users["alice"].servers["lab"].phase, ServerPhase::Running);
 
-    let running = [
-        create(&["alice"], false),
-        spawn("alice", ""),
-        ready("alice", "", 1),
-    ];
+    let running = [create(&["alice"], false), spawn("alice", ""), ready("alice", "", 1)];
     let stop = Command::RequestStop {
         user: "alice".into(),
         server: "".into(),
         at: T0,
     };
-    let state = check(
-        &running,
-        stop.clone(),
-        Ok(&["server_stop_requested", "route_removed"]),
-    );
-    assert_eq!(
-        state.users["alice"].servers[""].phase,
-        ServerPhase::PendingStop
-    );
+    let state = check(&running, stop.clone(), Ok(&["server_stop_requested", "route_removed"]));
+    assert_eq!(state.users["alice"].servers[""].phase, ServerPhase::PendingStop);
     let stopping = [
         create(&["alice"], false),
         spawn("alice", ""),
@@ -280,11 +241,7 @@ fn server_lifecycle() {
             spawn_id: 1,
         }),
     );
-    check(
-        &twice,
-        ready("alice", "", 2),
-        Ok(&["server_ready", "route_added"]),
-    );
+    check(&twice, ready("alice", "", 2), Ok(&["server_ready", "route_added"]));
 
     let failed = Command::MarkServerFailed {
         user: "alice".into(),
@@ -312,10 +269,7 @@ fn server_lifecycle() {
 fn tokens() {
     let base = [create(&["alice"], false)];
     let state = check(&base, token_for("alice", "h1"), Ok(&["token_issued"]));
-    assert_eq!(
-        state.token_by_hash("h1").map(Token::public_id).as_deref(),
-        Some("a1")
-    );
+    assert_eq!(state.token_by_hash("h1").map(Token::public_id).as_deref(), Some("a1"));
     check(
         &[create(&["alice"], false), token_for("alice", "h1")],
         token_for("alice", "h1"),
@@ -422,11 +376,7 @@ fn any_command() -> impl Strategy<Value = Command> {
     let server = prop::sample::select(vec!["", "lab", "gpu"]).prop_map(String::from);
     let at = 0i64..1_000;
     prop_oneof![
-        (
-            prop::collection::vec(user.clone(), 0..3),
-            any::<bool>(),
-            at.clone()
-        )
+        (prop::collection::vec(user.clone(), 0..3), any::<bool>(), at.clone())
             .prop_map(|(names, admin, at)| Command::CreateUsers { names, admin, at }),
         (
             user.clone(),
@@ -441,16 +391,14 @@ fn any_command() -> impl Strategy<Value = Command> {
                 at
             }),
         (user.clone(), at.clone()).prop_map(|(name, at)| Command::DeleteUser { name, at }),
-        (user.clone(), 0u8..4, at.clone()).prop_map(|(user, h, at)| Command::IssueToken(
-            TokenRequest {
-                hash: format!("h{h}"),
-                owner: TokenOwner::User(user),
-                scopes: vec![],
-                note: String::new(),
-                expires_at: None,
-                at,
-            }
-        )),
+        (user.clone(), 0u8..4, at.clone()).prop_map(|(user, h, at)| Command::IssueToken(TokenRequest {
+            hash: format!("h{h}"),
+            owner: TokenOwner::User(user),
+            scopes: vec![],
+            note: String::new(),
+            expires_at: None,
+            at,
+        })),
         (1u64..5, at.clone()).prop_map(|(id, at)| Command::RevokeToken { id, at }),
         (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| {
             Command::RequestSpawn {
@@ -460,27 +408,28 @@ fn any_command() -> impl Strategy<Value = Command> {
                 at,
             }
         }),
-        (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(
-            |(user, server, spawn_id, at)| {
-                Command::MarkServerReady {
-                    user,
-                    server,
-                    spawn_id,
-                    url: "http://127.0.0.1:1".into(),
-                    at,
-                }
-            }
-        ),
-        (user.clone(), server.clone(), at.clone())
-            .prop_map(|(user, server, at)| Command::RequestStop { user, server, at }),
-        (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(
-            |(user, server, spawn_id, at)| Command::MarkServerStopped {
+        (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(|(user, server, spawn_id, at)| {
+            Command::MarkServerReady {
                 user,
                 server,
                 spawn_id,
-                at
+                url: "http://127.0.0.1:1".into(),
+                at,
             }
-        ),
+        }),
+        (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| Command::RequestStop {
+            user,
+            server,
+            at
+        }),
+        (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(|(user, server, spawn_id, at)| {
+            Command::MarkServerStopped {
+                user,
+                server,
+                spawn_id,
+                at,
+            }
+        }),
         (user, server, 1u64..6, at).prop_map(|(user, server, spawn_id, at)| {
             Command::MarkServerFailed {
                 user,
@@ -516,9 +465,7 @@ fn assert_consistent(state: &State) {
     }
     for user in state.users.values() {
         for server in user.servers.values() {
-            let routed = state
-                .routes
-                .contains_key(&route_path_for(&user.name, &server.name));
+            let routed = state.routes.contains_key(&route_path_for(&user.name, &server.name));
             assert_eq!(
                 routed,
                 server.phase == ServerPhase::Running,

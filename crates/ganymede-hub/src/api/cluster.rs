@@ -1,0 +1,67 @@
+//! Ganymede's extension: cluster membership under `/hub/api/ganymede/cluster` (admin).
+
+use axum::extract::{Path, State};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use ganymede_raft::{ClusterStatus, HubNode};
+use serde::Deserialize;
+
+use super::ApiJson;
+use crate::Hub;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<Hub> {
+    Router::new()
+        .route("/ganymede/cluster", get(status))
+        .route("/ganymede/cluster/nodes", axum::routing::post(add_node))
+        .route("/ganymede/cluster/nodes/{node_id}", delete(remove_node))
+}
+
+async fn status(State(hub): State<Hub>, caller: Caller) -> Result<Json<ClusterStatus>, ApiError> {
+    caller.require_admin("read:hub")?;
+    Ok(Json(hub.raft.status()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNodeBody {
+    node_id: u64,
+    raft_addr: String,
+    api_addr: String,
+    /// Promote to voter once caught up (default), or stay a learner.
+    #[serde(default = "default_true")]
+    voter: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+async fn add_node(
+    State(hub): State<Hub>,
+    caller: Caller,
+    ApiJson(body): ApiJson<AddNodeBody>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    caller.require_admin("admin:servers")?;
+    if body.raft_addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::bad_request(format!(
+            "raft_addr must be host:port, not {:?}",
+            body.raft_addr
+        )));
+    }
+    let node = HubNode {
+        raft_addr: body.raft_addr,
+        api_addr: body.api_addr,
+    };
+    Ok(Json(hub.raft.add_node(body.node_id, node, body.voter).await?))
+}
+
+async fn remove_node(
+    State(hub): State<Hub>,
+    caller: Caller,
+    Path(node_id): Path<u64>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    caller.require_admin("admin:servers")?;
+    Ok(Json(hub.raft.remove_node(node_id).await?))
+}

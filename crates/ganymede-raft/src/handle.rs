@@ -1,0 +1,556 @@
+//! [`RaftHandle`]: what the rest of Ganymede uses to replicate. Any replica may
+//! propose (a follower forwards to the leader over gRPC, invisibly to the caller), read
+//! linearizably (a follower asks the leader for a read index and waits until it has
+//! applied that far), and change membership.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganymede_model::{Command, State};
+use ganymede_proto::raft::v1::{
+    AdminRequest, ProposeRequest, ReadIndexRequest, cluster_client::ClusterClient, cluster_server::ClusterServer,
+    raft_server::RaftServer,
+};
+use ganymede_store::Store;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::log_store::LogStore;
+use crate::network::{Channels, NetworkFactory, decode, encode, never_sent};
+use crate::server::{ClusterService, RaftService};
+use crate::state_machine::{SharedState, StateMachine};
+use crate::types::{Applied, HubNode, Raft};
+
+/// How a replica takes part in the cluster.
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    pub node_id: u64,
+    /// This replica's own addresses, as its peers and clients should use them.
+    pub node: HubNode,
+    pub data_dir: PathBuf,
+    /// The static peer list a brand-new cluster starts from (this node included).
+    /// Empty for a node that joins an existing cluster through `cluster add`.
+    pub initial_members: BTreeMap<u64, HubNode>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind a snapshot, so that a briefly lagging follower catches
+    /// up from the log rather than by snapshot.
+    pub logs_kept_after_snapshot: u64,
+    /// How long a proposal or a read may wait for a leader before giving up.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] ganymede_store::StoreError),
+    #[error("cannot load the state machine: {0}")]
+    StateMachine(std::io::Error),
+    #[error("invalid raft timing: {0}")]
+    Config(String),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("no leader could be reached within {0:?}")]
+    NoLeader(Duration),
+    /// The command may or may not have been committed (the leader changed or died
+    /// after it was sent). Retrying blindly could apply it twice.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    #[error("this replica is shutting down: {0}")]
+    Stopped(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no leader confirmed the read within {0:?}")]
+    NoLeader(Duration),
+    #[error("this replica is shutting down: {0}")]
+    Stopped(String),
+}
+
+/// A replica's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// Whether this replica belongs to an initialized cluster (knows any voter).
+    pub initialized: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub voter: bool,
+}
+
+/// The answer of a replica asked to act as the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Forwarded<T> {
+    Done(T),
+    NotLeader,
+    Failed(String),
+}
+
+/// A membership change or status query, run on the leader (status: on any replica).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Admin {
+    Status,
+    AddNode { node_id: u64, node: HubNode, voter: bool },
+    RemoveNode { node_id: u64 },
+}
+
+pub(crate) struct Inner {
+    raft: Raft,
+    node_id: u64,
+    shared: Arc<SharedState>,
+    channels: Channels,
+    config: RaftConfig,
+    store: Store,
+}
+
+/// A handle on this replica's Raft node. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inner: Arc<Inner>,
+}
+
+/// Short pause between attempts while an election settles.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+impl RaftHandle {
+    /// Opens the store in `config.data_dir`, starts Raft, serves the replica's gRPC on
+    /// `listener` until `shutdown`, and bootstraps a new cluster when this node is the
+    /// first of `initial_members` and nobody has one yet.
+    pub async fn start(
+        config: RaftConfig,
+        listener: tokio::net::TcpListener,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<RaftHandle, StartError> {
+        let (data_dir, node_id) = (config.data_dir.clone(), config.node_id);
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, node_id))
+            .await
+            .map_err(|err| StartError::Raft(err.to_string()))??;
+        let log_store = LogStore::new(store.clone());
+        let state_machine = StateMachine::open(store.clone()).map_err(StartError::StateMachine)?;
+        let shared = state_machine.shared();
+        let channels = Channels::default();
+        let millis = |duration: Duration| duration.as_millis() as u64;
+        let raft_config = openraft::Config {
+            cluster_name: "ganymede".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout_min),
+            election_timeout_max: millis(config.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|err| StartError::Config(err.to_string()))?;
+        let raft = Raft::new(
+            node_id,
+            Arc::new(raft_config),
+            NetworkFactory {
+                channels: channels.clone(),
+            },
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|err| StartError::Raft(err.to_string()))?;
+
+        let inner = Arc::new(Inner {
+            raft: raft.clone(),
+            node_id,
+            shared,
+            channels,
+            config,
+            store,
+        });
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = tonic::transport::Server::builder()
+            .add_service(RaftServer::new(RaftService { raft, node_id }))
+            .add_service(ClusterServer::new(ClusterService { inner: inner.clone() }));
+        let serve_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = router
+                .serve_with_incoming_shutdown(incoming, serve_shutdown.cancelled_owned())
+                .await
+            {
+                warn!(error = %err, "raft grpc server stopped");
+            }
+        });
+
+        let handle = RaftHandle { inner };
+        handle.inner.bootstrap_if_new().await;
+        Ok(handle)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// Proposes `command` from this replica; it is committed by whichever replica leads.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        self.inner.propose(command).await
+    }
+
+    /// Runs `read` against state that reflects every write acknowledged before the call.
+    pub async fn read<T>(&self, read: impl FnOnce(&State) -> T) -> Result<T, ReadError> {
+        self.inner.linearize().await?;
+        Ok(self.inner.shared.read(read))
+    }
+
+    /// Runs `read` against this replica's state as applied so far, without asking the
+    /// leader: for hot paths (token lookups) where a few milliseconds of lag are fine.
+    pub fn read_local<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        self.inner.shared.read(read)
+    }
+
+    /// This replica's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        self.inner.status()
+    }
+
+    /// Adds a replica: as a learner that catches up first, then (if `voter`) as a voter.
+    pub async fn add_node(&self, node_id: u64, node: HubNode, voter: bool) -> Result<ClusterStatus, ProposeError> {
+        self.inner.admin(Admin::AddNode { node_id, node, voter }).await
+    }
+
+    /// Removes a replica (voter or learner) from the cluster.
+    pub async fn remove_node(&self, node_id: u64) -> Result<ClusterStatus, ProposeError> {
+        self.inner.admin(Admin::RemoveNode { node_id }).await
+    }
+
+    /// Waits until this replica knows a leader (itself included), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = metrics.borrow_watched().current_leader {
+                return Some(leader);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Events after `seq`, from this replica's event log.
+    pub fn events_after(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ganymede_model::Sequenced>, ganymede_store::StoreError> {
+        self.inner.store.events_after(seq, limit)
+    }
+
+    /// Asks Raft to build a snapshot now and purge the log behind it (operators, tests).
+    pub async fn snapshot_now(&self) -> Result<(), ProposeError> {
+        let raft = &self.inner.raft;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|err| ProposeError::Stopped(err.to_string()))?;
+        let applied = self.inner.shared.applied_index();
+        raft.wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "snapshot built")
+            .await
+            .map_err(|err| ProposeError::Stopped(err.to_string()))?;
+        raft.trigger()
+            .purge_log(applied)
+            .await
+            .map_err(|err| ProposeError::Stopped(err.to_string()))?;
+        Ok(())
+    }
+
+    /// Stops Raft (the gRPC server stops with the shutdown token).
+    pub async fn shutdown(&self) {
+        if let Err(err) = self.inner.raft.shutdown().await {
+            warn!(error = %err, "raft shutdown");
+        }
+    }
+
+    /// The store path, for tools that inspect what is on disk.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.inner.store.path()
+    }
+}
+
+impl Inner {
+    fn metrics(&self) -> openraft::RaftMetrics<crate::types::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    fn leader_node(&self) -> Option<(u64, HubNode)> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
+    }
+
+    fn cluster_client(&self, node: &HubNode) -> Result<ClusterClient<tonic::transport::Channel>, String> {
+        self.channels
+            .get(&node.raft_addr)
+            .map(ClusterClient::new)
+            .map_err(|err| err.to_string())
+    }
+
+    async fn bootstrap_if_new(&self) {
+        let members = &self.config.initial_members;
+        if members.keys().next() != Some(&self.node_id) {
+            return;
+        }
+        match self.raft.is_initialized().await {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(err) => {
+                warn!(error = %err, "cannot tell whether raft is initialized");
+                return;
+            }
+        }
+        // A wiped first node must not found a second cluster next to the running one.
+        for (peer_id, peer) in members.iter().filter(|(id, _)| **id != self.node_id) {
+            if let Ok(Forwarded::Done(status)) = self.admin_on(peer, Admin::Status).await
+                && status.initialized
+            {
+                info!(
+                    peer_id,
+                    "a peer already belongs to a cluster; waiting to be replicated to"
+                );
+                return;
+            }
+        }
+        info!(members = ?members.keys().collect::<Vec<_>>(), "initializing a new cluster");
+        if let Err(err) = self.raft.initialize(members.clone()).await {
+            warn!(error = %err, "initialize");
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            match self.propose_locally(command.clone()).await {
+                Forwarded::Done(applied) => return Ok(applied),
+                Forwarded::Failed(message) => return Err(ProposeError::OutcomeUnknown(message)),
+                Forwarded::NotLeader => {}
+            }
+            if let Some((leader_id, node)) = self.leader_node().filter(|(id, _)| *id != self.node_id) {
+                match self.forward_proposal(&node, &command).await {
+                    Ok(Forwarded::Done(applied)) => return Ok(applied),
+                    Ok(Forwarded::Failed(message)) => return Err(ProposeError::OutcomeUnknown(message)),
+                    Ok(Forwarded::NotLeader) => debug!(leader_id, "forwarded to a replica that no longer leads"),
+                    Err(status) if never_sent(&status) => debug!(leader_id, "leader unreachable"),
+                    Err(status) => return Err(ProposeError::OutcomeUnknown(status.message().to_owned())),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ProposeError::NoLeader(self.config.request_timeout));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn forward_proposal(&self, leader: &HubNode, command: &Command) -> Result<Forwarded<Applied>, tonic::Status> {
+        let mut client = self.cluster_client(leader).map_err(tonic::Status::unavailable)?;
+        let bytes = encode(command).map_err(|err| tonic::Status::internal(err.to_string()))?;
+        let mut request = tonic::Request::new(ProposeRequest { command: bytes });
+        request.set_timeout(self.config.request_timeout);
+        let reply = client.propose(request).await?.into_inner();
+        decode(&reply.outcome).map_err(|err| tonic::Status::internal(err.to_string()))
+    }
+
+    /// Proposes on this replica only; `NotLeader` if it does not lead.
+    pub(crate) async fn propose_locally(&self, command: Command) -> Forwarded<Applied> {
+        use openraft::errors::{ClientWriteError, RaftError};
+        match self.raft.client_write(command).await {
+            Ok(response) => Forwarded::Done(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Forwarded::NotLeader,
+            Err(err) => Forwarded::Failed(err.to_string()),
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index a follower must have
+    /// applied before it may serve a read.
+    pub(crate) async fn read_index_locally(&self) -> Forwarded<u64> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read_log_id) => Forwarded::Done(read_log_id.index()),
+            Err(err) if err.forward_to_leader().is_some() => Forwarded::NotLeader,
+            Err(err) => Forwarded::Failed(err.to_string()),
+        }
+    }
+
+    async fn linearize(&self) -> Result<(), ReadError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            match self.read_index_locally().await {
+                Forwarded::Done(_) => return Ok(()),
+                Forwarded::Failed(message) if self.raft.metrics().borrow_watched().running_state.is_err() => {
+                    return Err(ReadError::Stopped(message));
+                }
+                Forwarded::Failed(_) | Forwarded::NotLeader => {}
+            }
+            if let Some((_, node)) = self.leader_node().filter(|(id, _)| *id != self.node_id)
+                && let Some(read_index) = self.leader_read_index(&node).await
+            {
+                let mut applied = self.shared.subscribe_applied();
+                if tokio::time::timeout_at(deadline, applied.wait_for(|index| *index >= read_index))
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ReadError::NoLeader(self.config.request_timeout));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn leader_read_index(&self, leader: &HubNode) -> Option<u64> {
+        let mut client = self.cluster_client(leader).ok()?;
+        let mut request = tonic::Request::new(ReadIndexRequest {});
+        request.set_timeout(self.config.request_timeout);
+        Some(client.read_index(request).await.ok()?.into_inner().read_index)
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(node_id, node)| MemberStatus {
+                node_id: *node_id,
+                raft_addr: node.raft_addr.clone(),
+                api_addr: node.api_addr.clone(),
+                voter: voters.contains(node_id),
+            })
+            .collect();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ClusterStatus {
+            node_id: self.node_id,
+            role: role.to_owned(),
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            initialized: !voters.is_empty(),
+            members,
+        }
+    }
+
+    async fn admin(&self, admin: Admin) -> Result<ClusterStatus, ProposeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let admin = encode(&admin).map_err(|err| ProposeError::Stopped(err.to_string()))?;
+        loop {
+            let request: Admin = decode(&admin).map_err(|err| ProposeError::Stopped(err.to_string()))?;
+            let outcome = match self.leader_node() {
+                Some((leader, node)) if leader != self.node_id => match self.admin_on(&node, request).await {
+                    Ok(outcome) => outcome,
+                    Err(status) if never_sent(&status) => Forwarded::NotLeader,
+                    Err(status) => Forwarded::Failed(status.message().to_owned()),
+                },
+                _ => self.admin_locally(request).await,
+            };
+            match outcome {
+                Forwarded::Done(status) => return Ok(status),
+                Forwarded::Failed(message) => return Err(ProposeError::OutcomeUnknown(message)),
+                Forwarded::NotLeader => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ProposeError::NoLeader(self.config.request_timeout));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn admin_on(&self, node: &HubNode, admin: Admin) -> Result<Forwarded<ClusterStatus>, tonic::Status> {
+        let mut client = self.cluster_client(node).map_err(tonic::Status::unavailable)?;
+        let bytes = encode(&admin).map_err(|err| tonic::Status::internal(err.to_string()))?;
+        let mut request = tonic::Request::new(AdminRequest { request: bytes });
+        request.set_timeout(self.config.request_timeout);
+        let reply = client.admin(request).await?.into_inner();
+        decode(&reply.reply).map_err(|err| tonic::Status::internal(err.to_string()))
+    }
+
+    pub(crate) async fn admin_locally(&self, admin: Admin) -> Forwarded<ClusterStatus> {
+        use openraft::errors::{ClientWriteError, RaftError};
+        type TypeConfig = crate::types::TypeConfig;
+        fn outcome<T>(result: Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>) -> Forwarded<()> {
+            match result {
+                Ok(_) => Forwarded::Done(()),
+                Err(err) if err.forward_to_leader().is_some() => Forwarded::NotLeader,
+                Err(err) => Forwarded::Failed(err.to_string()),
+            }
+        }
+        let step = match admin {
+            Admin::Status => Forwarded::Done(()),
+            Admin::AddNode { node_id, node, voter } => {
+                info!(node_id, ?node, voter, "adding a replica");
+                match outcome(self.raft.add_learner(node_id, node, true).await) {
+                    Forwarded::Done(()) if voter => outcome(
+                        self.raft
+                            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+                            .await,
+                    ),
+                    other => other,
+                }
+            }
+            Admin::RemoveNode { node_id } => {
+                info!(node_id, "removing a replica");
+                let membership = self.metrics().membership_config.membership().clone();
+                if membership.voter_ids().any(|id| id == node_id) {
+                    outcome(
+                        self.raft
+                            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
+                            .await,
+                    )
+                } else if membership.get_node(&node_id).is_some() {
+                    outcome(
+                        self.raft
+                            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                            .await,
+                    )
+                } else {
+                    Forwarded::Failed(format!("node {node_id} is not a member"))
+                }
+            }
+        };
+        match step {
+            Forwarded::Done(()) => Forwarded::Done(self.status()),
+            Forwarded::NotLeader => Forwarded::NotLeader,
+            Forwarded::Failed(message) => Forwarded::Failed(message),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! openraft's state machine: applies committed commands with `ganymede_model::apply`,
+//! keeps the resulting [`State`] in memory for reads, and persists the touched rows and
+//! events through [`ganymede_store::Store`].
+
+use std::io;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use ganymede_model::State;
+use ganymede_store::{AppliedWrite, Store};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::types::{Applied, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// How many events a replica keeps behind its latest snapshot for readers that catch up
+/// by sequence number (edges, audit); further behind, they take a snapshot.
+const EVENTS_KEPT_BEHIND_SNAPSHOT: u64 = 100_000;
+
+/// What the application may read: the state as of the last applied entry.
+#[derive(Debug)]
+pub struct SharedState {
+    state: RwLock<State>,
+    /// The index of the last applied entry, for waiters (followers serving reads).
+    applied_index: watch::Sender<u64>,
+}
+
+impl SharedState {
+    /// Runs `read` against the current state. Keep it short: apply waits for it.
+    pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        let guard = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(&guard)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied_index.borrow()
+    }
+
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+}
+
+/// A snapshot's content: the whole state plus the Raft position it reflects.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// The Raft-side position of the state machine.
+#[derive(Clone, Default)]
+struct Position {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Store,
+    shared: Arc<SharedState>,
+    position: Arc<Mutex<Position>>,
+    current_snapshot: Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>,
+}
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io::Error::other)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl StateMachine {
+    /// Loads the persisted state machine and its latest snapshot.
+    pub fn open(store: Store) -> io::Result<StateMachine> {
+        let loaded = store.load_state().map_err(io::Error::other)?;
+        let position = Position {
+            last_applied: loaded.applied.as_deref().map(decode).transpose()?.flatten(),
+            membership: loaded
+                .membership
+                .as_deref()
+                .map(decode)
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        let current_snapshot = match store.snapshot().map_err(io::Error::other)? {
+            Some(bytes) => {
+                let payload: SnapshotPayload = decode(&bytes)?;
+                let meta = SnapshotMeta {
+                    last_log_id: payload.last_applied,
+                    last_membership: payload.membership,
+                };
+                Some((meta, bytes))
+            }
+            None => None,
+        };
+        let applied_index = position.last_applied.map_or(0, |log_id| log_id.index);
+        Ok(StateMachine {
+            store,
+            shared: Arc::new(SharedState {
+                state: RwLock::new(loaded.state),
+                applied_index: watch::Sender::new(applied_index),
+            }),
+            position: Arc::new(Mutex::new(position)),
+            current_snapshot: Arc::new(Mutex::new(current_snapshot)),
+        })
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let position = lock(&self.position);
+        Ok((position.last_applied, position.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            let applied_bytes = encode(&Some(log_id))?;
+            // The position moves under the state lock, so that a snapshot built
+            // concurrently sees a state and a position that belong together.
+            let outcome = {
+                let mut state = self
+                    .shared
+                    .state
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => {
+                        let membership = lock(&self.position).membership.clone();
+                        self.store
+                            .write_membership(&applied_bytes, &encode(&membership)?)
+                            .map_err(io::Error::other)?;
+                        Applied::Nothing
+                    }
+                    EntryPayload::Membership(membership) => {
+                        let stored = StoredMembership::new(Some(log_id), membership);
+                        self.store
+                            .write_membership(&applied_bytes, &encode(&stored)?)
+                            .map_err(io::Error::other)?;
+                        lock(&self.position).membership = stored;
+                        Applied::Nothing
+                    }
+                    EntryPayload::Normal(command) => {
+                        let (events, outcome) = match ganymede_model::apply(&mut state, &command) {
+                            Ok(events) => (events.clone(), Applied::Events(events)),
+                            // Nothing changed but the applied position.
+                            Err(rejection) => (Vec::new(), Applied::Rejected(rejection)),
+                        };
+                        let write = AppliedWrite {
+                            state: &state,
+                            events: &events,
+                            applied: &applied_bytes,
+                            membership: None,
+                        };
+                        self.store.write_applied(&[write]).map_err(io::Error::other)?;
+                        outcome
+                    }
+                };
+                lock(&self.position).last_applied = Some(log_id);
+                outcome
+            };
+            self.shared.applied_index.send_replace(log_id.index);
+            if let Some(responder) = responder {
+                responder.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let payload: SnapshotPayload = decode(&bytes)?;
+        {
+            let mut state = self
+                .shared
+                .state
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.store
+                .replace_state(
+                    &payload.state,
+                    &encode(&meta.last_log_id)?,
+                    &encode(&meta.last_membership)?,
+                )
+                .map_err(io::Error::other)?;
+            self.store.put_snapshot(&bytes).map_err(io::Error::other)?;
+            *state = payload.state;
+            *lock(&self.position) = Position {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+        }
+        *lock(&self.current_snapshot) = Some((meta.clone(), bytes));
+        self.shared
+            .applied_index
+            .send_replace(meta.last_log_id.map_or(0, |log_id| log_id.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(lock(&self.current_snapshot).as_ref().map(|(meta, bytes)| Snapshot {
+            meta: meta.clone(),
+            snapshot: std::io::Cursor::new(bytes.clone()),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // One consistent view: apply holds the state lock while it moves the position.
+        let (bytes, meta, event_seq) = {
+            let state = self
+                .shared
+                .state
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let position = lock(&self.position).clone();
+            let payload = SnapshotPayload {
+                state: state.clone(),
+                last_applied: position.last_applied,
+                membership: position.membership.clone(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: position.last_applied,
+                last_membership: position.membership,
+            };
+            (encode(&payload)?, meta, state.event_seq)
+        };
+        // The log behind this snapshot may be purged next; the tables must not be behind it.
+        self.store.sync().map_err(io::Error::other)?;
+        self.store.put_snapshot(&bytes).map_err(io::Error::other)?;
+        if event_seq > EVENTS_KEPT_BEHIND_SNAPSHOT {
+            self.store
+                .compact_events_before(event_seq - EVENTS_KEPT_BEHIND_SNAPSHOT)
+                .map_err(io::Error::other)?;
+        }
+        *lock(&self.current_snapshot) = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: std::io::Cursor::new(bytes),
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! openraft's type configuration for Ganymede.
+
+use ganymede_model::{Command, Rejection, Sequenced};
+use serde::{Deserialize, Serialize};
+
+/// What a replica is, as the cluster membership records it: where its peers reach its
+/// Raft service, and where clients reach its HTTP API (for status and tooling).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubNode {
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+/// The outcome of applying one log entry, sent back to the proposer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A blank or membership entry: nothing for a client.
+    #[default]
+    Nothing,
+    /// The command was accepted and produced these events.
+    Events(Vec<Sequenced>),
+    /// The command was refused; nothing changed.
+    Rejected(Rejection),
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        Node = HubNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;

@@ -1,0 +1,394 @@
+//! The hub's configuration: a TOML file (every key optional, with the defaults below),
+//! overridden by `GANYMEDE_<SECTION>_<KEY>` environment variables, overridden by
+//! `--set section.key=value` flags; then validated into a [`HubConfig`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The file format. Unknown keys are errors, so a typo never goes unnoticed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubFile {
+    pub hub: HubSection,
+    pub cluster: ClusterSection,
+    pub raft: RaftSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSection {
+    /// This replica's id in the cluster (a positive integer, unique, never reused).
+    pub node_id: u64,
+    /// Where this replica keeps its RocksDB database (created `0700`).
+    pub data_dir: PathBuf,
+    /// JupyterHub's REST API and pages (`/hub/…`).
+    pub api_bind: String,
+    /// Replica-to-replica gRPC (Raft, forwarding).
+    pub raft_bind: String,
+    /// The API address clients and peers should use; defaults to the bound address.
+    pub advertise_api: String,
+    /// The gRPC address peers should use; defaults to the bound address.
+    pub advertise_raft: String,
+    /// Largest request body the API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// `tracing` filter, e.g. `info` or `ganymede_raft=debug,info`.
+    pub log: String,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection {
+            node_id: 1,
+            data_dir: PathBuf::from("ganymede-data"),
+            api_bind: "127.0.0.1:8081".into(),
+            raft_bind: "127.0.0.1:8281".into(),
+            advertise_api: String::new(),
+            advertise_raft: String::new(),
+            max_body_bytes: 1024 * 1024,
+            log: "info".into(),
+        }
+    }
+}
+
+/// One replica of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub node_id: u64,
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The replicas a brand-new cluster starts with. The one with the lowest id founds
+    /// the cluster, unless a peer already belongs to one. Leave empty on a replica that
+    /// joins an existing cluster through `ganymede cluster add`.
+    pub initial_members: Vec<Member>,
+    /// How long a request may wait for a leader (through an election) before failing.
+    pub request_timeout: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            initial_members: Vec::new(),
+            request_timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Leader heartbeats. Well below the election timeout.
+    pub heartbeat_interval: String,
+    /// A follower that hears no leader for a random time in [min, max] starts an
+    /// election. Failover takes about this long plus one round trip.
+    pub election_timeout_min: String,
+    pub election_timeout_max: String,
+    /// Build a snapshot every this many log entries, then purge the log behind it.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept behind a snapshot for followers that lag a little.
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_interval: "50ms".into(),
+            election_timeout_min: "250ms".into(),
+            election_timeout_max: "500ms".into(),
+            snapshot_logs_since_last: 10_000,
+            logs_kept_after_snapshot: 2_000,
+        }
+    }
+}
+
+/// The validated configuration of a hub process.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub api_bind: SocketAddr,
+    pub raft_bind: SocketAddr,
+    pub advertise_api: Option<String>,
+    pub advertise_raft: Option<String>,
+    pub max_body_bytes: usize,
+    pub log: String,
+    pub initial_members: BTreeMap<u64, Member>,
+    pub request_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_logs_since_last: u64,
+    pub logs_kept_after_snapshot: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Every key path of the file format, e.g. `hub.node_id`, with the environment
+/// variable that overrides it.
+pub fn keys() -> Vec<(String, String)> {
+    let defaults = toml::Value::try_from(HubFile::default()).expect("the default config serializes");
+    let mut keys = Vec::new();
+    if let toml::Value::Table(sections) = defaults {
+        for (section, table) in sections {
+            if let toml::Value::Table(table) = table {
+                for key in table.keys() {
+                    keys.push((
+                        format!("{section}.{key}"),
+                        format!("GANYMEDE_{}_{}", section, key).to_uppercase(),
+                    ));
+                }
+            }
+        }
+    }
+    // Arrays of tables are empty by default and so absent from the serialized defaults.
+    keys.push((
+        "cluster.initial_members".into(),
+        "GANYMEDE_CLUSTER_INITIAL_MEMBERS".into(),
+    ));
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Parses an override: a TOML value if it is one (`42`, `true`, `[…]`), else a string.
+fn override_value(text: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("value = {text}")) {
+        Ok(mut table) => table
+            .remove("value")
+            .unwrap_or_else(|| toml::Value::String(text.into())),
+        Err(_) => toml::Value::String(text.into()),
+    }
+}
+
+/// Loads the file (if any), applies environment and flag overrides, and validates.
+/// `env` is passed in so that tests never touch the process environment.
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<HubConfig, ConfigError> {
+    let mut table: toml::Table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            toml::from_str(&text).map_err(|err| ConfigError::Parse(format!("{}: {err}", path.display())))?
+        }
+        None => toml::Table::new(),
+    };
+    let keys = keys();
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    for (key, var) in &keys {
+        if let Some(value) = env.get(var) {
+            overrides.push((key.clone(), value.clone()));
+        }
+    }
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .ok_or_else(|| invalid(set, "--set takes section.key=value"))?;
+        if !keys.iter().any(|(known, _)| known == key.trim()) {
+            return Err(invalid(key.trim(), "no such config key"));
+        }
+        overrides.push((key.trim().to_owned(), value.to_owned()));
+    }
+    for (key, value) in overrides {
+        let (section, name) = key.split_once('.').expect("keys are section.key");
+        let section_table = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| invalid(section, "must be a table"))?;
+        section_table.insert(name.to_owned(), override_value(&value));
+    }
+    let file: HubFile = toml::Value::Table(table)
+        .try_into()
+        .map_err(|err: toml::de::Error| ConfigError::Parse(err.to_string()))?;
+    validate(file)
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text)
+        .map_err(|err| invalid(key, format!("{text:?} is not a duration ({err}); write e.g. \"250ms\"")))
+}
+
+fn socket(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(key, format!("{text:?} is not an ip:port address")))
+}
+
+fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
+    let HubFile { hub, cluster, raft } = file;
+    if hub.node_id == 0 {
+        return Err(invalid("hub.node_id", "must be a positive integer"));
+    }
+    let mut initial_members = BTreeMap::new();
+    for member in cluster.initial_members {
+        if member.node_id == 0 {
+            return Err(invalid("cluster.initial_members", "node ids must be positive"));
+        }
+        socket("cluster.initial_members.raft_addr", &member.raft_addr)?;
+        if initial_members.insert(member.node_id, member.clone()).is_some() {
+            return Err(invalid(
+                "cluster.initial_members",
+                format!("node {} is listed twice", member.node_id),
+            ));
+        }
+    }
+    if !initial_members.is_empty() && !initial_members.contains_key(&hub.node_id) {
+        return Err(invalid(
+            "cluster.initial_members",
+            format!("does not list this node ({})", hub.node_id),
+        ));
+    }
+    let heartbeat_interval = duration("raft.heartbeat_interval", &raft.heartbeat_interval)?;
+    let election_timeout_min = duration("raft.election_timeout_min", &raft.election_timeout_min)?;
+    let election_timeout_max = duration("raft.election_timeout_max", &raft.election_timeout_max)?;
+    if heartbeat_interval.is_zero() || heartbeat_interval >= election_timeout_min {
+        return Err(invalid(
+            "raft.heartbeat_interval",
+            "must be positive and below raft.election_timeout_min",
+        ));
+    }
+    if election_timeout_min >= election_timeout_max {
+        return Err(invalid(
+            "raft.election_timeout_min",
+            "must be below raft.election_timeout_max",
+        ));
+    }
+    if raft.snapshot_logs_since_last == 0 {
+        return Err(invalid("raft.snapshot_logs_since_last", "must be positive"));
+    }
+    if hub.max_body_bytes < 1024 {
+        return Err(invalid("hub.max_body_bytes", "must be at least 1024"));
+    }
+    let non_empty = |text: String| (!text.is_empty()).then_some(text);
+    Ok(HubConfig {
+        node_id: hub.node_id,
+        data_dir: hub.data_dir,
+        api_bind: socket("hub.api_bind", &hub.api_bind)?,
+        raft_bind: socket("hub.raft_bind", &hub.raft_bind)?,
+        advertise_api: non_empty(hub.advertise_api),
+        advertise_raft: non_empty(hub.advertise_raft),
+        max_body_bytes: hub.max_body_bytes,
+        log: hub.log,
+        initial_members,
+        request_timeout: duration("cluster.request_timeout", &cluster.request_timeout)?,
+        heartbeat_interval,
+        election_timeout_min,
+        election_timeout_max,
+        snapshot_logs_since_last: raft.snapshot_logs_since_last,
+        logs_kept_after_snapshot: raft.logs_kept_after_snapshot,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/hub.example.toml")
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let config = load(Some(&example()), [], &[]).expect("ops/hub.example.toml parses");
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.initial_members.len(), 3);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = load(None, [], &[]).expect("defaults are valid");
+        assert_eq!(config.api_bind.port(), 8081);
+        assert!(config.initial_members.is_empty());
+    }
+
+    #[test]
+    fn environment_then_flags_override_the_file() {
+        let env = [
+            ("GANYMEDE_HUB_NODE_ID".to_string(), "2".to_string()),
+            ("GANYMEDE_RAFT_HEARTBEAT_INTERVAL".to_string(), "20ms".to_string()),
+            ("GANYMEDE_UNRELATED".to_string(), "ignored".to_string()),
+        ];
+        let sets = ["hub.api_bind=127.0.0.1:9999".to_string(), "hub.node_id=3".to_string()];
+        let config = load(Some(&example()), env, &sets).expect("overrides apply");
+        assert_eq!(config.node_id, 3, "a flag beats the environment");
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(20));
+        assert_eq!(config.api_bind.port(), 9999);
+        let members = "[{node_id=7, raft_addr=\"127.0.0.1:1\", api_addr=\"127.0.0.1:2\"}]";
+        let env = [("GANYMEDE_CLUSTER_INITIAL_MEMBERS".to_string(), members.to_string())];
+        let config = load(None, env, &["hub.node_id=7".to_string()]).expect("array override");
+        assert_eq!(config.initial_members.keys().copied().collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let check = |text: &str, expected: &str| {
+            let path = dir.path().join("hub.toml");
+            std::fs::write(&path, text).expect("write");
+            let message = load(Some(&path), [], &[]).expect_err(text).to_string();
+            assert!(
+                message.contains(expected),
+                "{text:?} gave {message:?}, expected it to mention {expected:?}"
+            );
+        };
+        check("[hub]\nnode_idd = 1\n", "node_idd");
+        check("[hubb]\n", "hubb");
+        check("[hub]\nnode_id = \"one\"\n", "node_id");
+        check("[raft]\nheartbeat_interval = \"soon\"\n", "raft.heartbeat_interval");
+        check("[raft]\nheartbeat_interval = \"1s\"\n", "raft.heartbeat_interval");
+        check("[hub]\napi_bind = \"localhost\"\n", "hub.api_bind");
+        check(
+            "[hub]\nnode_id = 1\n[cluster]\ninitial_members = [{node_id = 2, raft_addr = \"127.0.0.1:1\", api_addr = \"x\"}]\n",
+            "does not list this node",
+        );
+        check("not toml at all [", "config");
+        let message = load(None, [], &["hub.nope=1".to_string()])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(message.contains("hub.nope"), "{message}");
+        let message = load(Some(&dir.path().join("missing.toml")), [], &[])
+            .expect_err("missing file")
+            .to_string();
+        assert!(message.contains("missing.toml"), "{message}");
+    }
+
+    #[test]
+    fn every_key_has_an_environment_variable() {
+        let keys = keys();
+        assert!(keys.contains(&("hub.node_id".into(), "GANYMEDE_HUB_NODE_ID".into())));
+        assert!(keys.contains(&(
+            "raft.election_timeout_min".into(),
+            "GANYMEDE_RAFT_ELECTION_TIMEOUT_MIN".into()
+        )));
+    }
+}

@@ -1,0 +1,114 @@
+//! `ganymede hub`: binds the listeners, starts Raft and the API, provisions the cluster
+//! secret and the operator's admin token, and shuts down in order on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ganymede_hub::{ApiLimits, Hub};
+use ganymede_raft::{HubNode, RaftConfig, RaftHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::HubConfig;
+
+/// How long in-flight requests may take to finish once shutdown starts.
+const GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(config: HubConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
+        .context("hub.log is not a valid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .init();
+    if admin_token.as_ref().is_some_and(|token| token.len() < 8) {
+        anyhow::bail!("GANYMEDE_ADMIN_TOKEN must be at least 8 characters");
+    }
+
+    let api_listener = tokio::net::TcpListener::bind(config.api_bind)
+        .await
+        .with_context(|| format!("cannot listen on hub.api_bind {}", config.api_bind))?;
+    let raft_listener = tokio::net::TcpListener::bind(config.raft_bind)
+        .await
+        .with_context(|| format!("cannot listen on hub.raft_bind {}", config.raft_bind))?;
+    let api_addr = api_listener.local_addr()?;
+    let raft_addr = raft_listener.local_addr()?;
+    info!(node_id = config.node_id, %api_addr, %raft_addr, data_dir = %config.data_dir.display(), "hub listening");
+
+    let node = HubNode {
+        raft_addr: config.advertise_raft.clone().unwrap_or_else(|| raft_addr.to_string()),
+        api_addr: config.advertise_api.clone().unwrap_or_else(|| api_addr.to_string()),
+    };
+    let initial_members = config
+        .initial_members
+        .values()
+        .map(|m| {
+            (
+                m.node_id,
+                HubNode {
+                    raft_addr: m.raft_addr.clone(),
+                    api_addr: m.api_addr.clone(),
+                },
+            )
+        })
+        .collect();
+    let raft_config = RaftConfig {
+        node_id: config.node_id,
+        node,
+        data_dir: config.data_dir.clone(),
+        initial_members,
+        heartbeat_interval: config.heartbeat_interval,
+        election_timeout_min: config.election_timeout_min,
+        election_timeout_max: config.election_timeout_max,
+        snapshot_logs_since_last: config.snapshot_logs_since_last,
+        logs_kept_after_snapshot: config.logs_kept_after_snapshot,
+        request_timeout: config.request_timeout,
+    };
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let raft = RaftHandle::start(raft_config, raft_listener, &tasks, shutdown.clone())
+        .await
+        .context("cannot start the replica")?;
+
+    tasks.spawn(ganymede_hub::provision(raft.clone(), admin_token, shutdown.clone()));
+    tasks.spawn(stop_on_signal(shutdown.clone()));
+
+    let hub = Hub {
+        raft: raft.clone(),
+        limits: Arc::new(ApiLimits {
+            max_body_bytes: config.max_body_bytes,
+        }),
+    };
+    let app = ganymede_hub::router(hub);
+    let serve_shutdown = shutdown.clone();
+    let server = axum::serve(api_listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    let served = server.await;
+    shutdown.cancel();
+    info!("shutting down");
+    raft.shutdown().await;
+    tasks.close();
+    if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
+        warn!("some tasks did not stop within the grace period");
+    }
+    served.context("the API server failed")
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(err) => {
+            warn!(error = %err, "cannot watch SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+        _ = terminate.recv() => info!("SIGTERM"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A real 3-hub Ganymede cluster on loopback, for a laptop.
+#
+#   ops/local/cluster.sh up          build if needed, start hub1..3, wait for a leader
+#   ops/local/cluster.sh down        stop everything (state is kept)
+#   ops/local/cluster.sh status      one line per process: NAME up|down ROLE
+#   ops/local/cluster.sh kill NAME   SIGKILL one process (e.g. hub2)
+#   ops/local/cluster.sh start NAME  restart it on its data dir and wait until it answers
+#   ops/local/cluster.sh logs NAME   print its log
+#
+# Names and ports (fixed):  hub1 API 127.0.0.1:8081, raft 127.0.0.1:8281
+#                           hub2 API 127.0.0.1:8082, raft 127.0.0.1:8282
+#                           hub3 API 127.0.0.1:8083, raft 127.0.0.1:8283
+# Environment:
+#   GANYMEDE_LOCAL_DIR    where data, logs and pids live (default: <repo>/.local/cluster)
+#   GANYMEDE_ADMIN_TOKEN  the admin token (default: generated once, kept in
+#                         $GANYMEDE_LOCAL_DIR/admin-token)
+#   CARGO_TARGET_DIR      where cargo builds (default: ~/.cache/ganymede/target)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DIR=${GANYMEDE_LOCAL_DIR:-$ROOT/.local/cluster}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
+BIN=$CARGO_TARGET_DIR/debug/ganymede
+HUBS=(hub1 hub2 hub3)
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+api_port() { echo $((8080 + ${1#hub})); }
+raft_port() { echo $((8280 + ${1#hub})); }
+
+admin_token() {
+  if [[ -n ${GANYMEDE_ADMIN_TOKEN:-} ]]; then
+    echo "$GANYMEDE_ADMIN_TOKEN"
+  else
+    if [[ ! -s $DIR/admin-token ]]; then
+      (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$DIR/admin-token")
+    fi
+    cat "$DIR/admin-token"
+  fi
+}
+
+build() {
+  if [[ ! -x $BIN ]] || [[ -n $(find "$ROOT/crates" "$ROOT/proto" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$BIN" -print -quit 2>/dev/null) ]]; then
+    echo "building ganymede (cargo build --bin ganymede)..." >&2
+    (cd "$ROOT" && cargo build --locked --quiet --bin ganymede) || die "build failed"
+  fi
+}
+
+write_config() {
+  local name=$1 id=${1#hub}
+  cat > "$DIR/$name.toml" <<TOML
+# Written by ops/local/cluster.sh
+[hub]
+node_id = $id
+data_dir = "$DIR/$name/data"
+api_bind = "127.0.0.1:$(api_port "$name")"
+raft_bind = "127.0.0.1:$(raft_port "$name")"
+
+[cluster]
+initial_members = [
+  { node_id = 1, raft_addr = "127.0.0.1:8281", api_addr = "127.0.0.1:8081" },
+  { node_id = 2, raft_addr = "127.0.0.1:8282", api_addr = "127.0.0.1:8082" },
+  { node_id = 3, raft_addr = "127.0.0.1:8283", api_addr = "127.0.0.1:8083" },
+]
+TOML
+}
+
+pid_of() {
+  local file=$DIR/$1.pid
+  [[ -s $file ]] || return 1
+  local pid
+  pid=$(cat "$file")
+  kill -0 "$pid" 2>/dev/null || return 1
+  # Only a process we started: its command line names our binary.
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "ganymede hub" || return 1
+  echo "$pid"
+}
+
+cluster_json() {
+  GANYMEDE_ADMIN_TOKEN=$(admin_token) "$BIN" cluster --url "http://127.0.0.1:$(api_port "$1")" status --json 2>/dev/null
+}
+
+role_of() {
+  cluster_json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])' 2>/dev/null || echo unknown
+}
+
+has_leader() {
+  cluster_json "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["leader_id"] else 1)' 2>/dev/null
+}
+
+wait_until() {
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    (( SECONDS < deadline )) || die "timed out after ${seconds}s waiting for $what"
+    sleep 0.1
+  done
+}
+
+start_one() {
+  local name=$1
+  [[ " ${HUBS[*]} " == *" $name "* ]] || die "unknown process '$name' (known: ${HUBS[*]})"
+  if pid_of "$name" >/dev/null; then
+    echo "$name is already running"
+    return 0
+  fi
+  mkdir -p "$DIR/$name"
+  write_config "$name"
+  GANYMEDE_ADMIN_TOKEN=$(admin_token) nohup "$BIN" hub --config "$DIR/$name.toml" >> "$DIR/$name.log" 2>&1 &
+  echo $! > "$DIR/$name.pid"
+}
+
+wait_answering() {
+  wait_until "$1 to answer with a leader" 60 has_leader "$1"
+}
+
+cmd_up() {
+  mkdir -p "$DIR"
+  chmod 700 "$DIR"
+  build
+  for name in "${HUBS[@]}"; do start_one "$name"; done
+  for name in "${HUBS[@]}"; do wait_answering "$name"; done
+  cmd_status
+  echo "admin token: $( [[ -n ${GANYMEDE_ADMIN_TOKEN:-} ]] && echo "\$GANYMEDE_ADMIN_TOKEN" || echo "$DIR/admin-token")"
+}
+
+stop_pid() {
+  local pid=$1 signal=${2:-TERM}
+  kill -"$signal" "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cmd_down() {
+  for name in "${HUBS[@]}"; do
+    if pid=$(pid_of "$name"); then stop_pid "$pid"; fi
+    rm -f "$DIR/$name.pid"
+  done
+}
+
+cmd_status() {
+  [[ -x $BIN ]] || build
+  for name in "${HUBS[@]}"; do
+    if pid_of "$name" >/dev/null; then
+      echo "$name up $(role_of "$name")"
+    else
+      echo "$name down -"
+    fi
+  done
+}
+
+cmd_kill() {
+  local name=${1:?usage: cluster.sh kill NAME}
+  local pid
+  pid=$(pid_of "$name") || die "$name is not running"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  rm -f "$DIR/$name.pid"
+}
+
+cmd_start() {
+  local name=${1:?usage: cluster.sh start NAME}
+  mkdir -p "$DIR"
+  build
+  start_one "$name"
+  wait_answering "$name"
+}
+
+cmd_logs() {
+  local name=${1:?usage: cluster.sh logs NAME}
+  [[ -f $DIR/$name.log ]] || die "no log for $name in $DIR"
+  cat "$DIR/$name.log"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  kill) cmd_kill "${2:-}" ;;
+  start) cmd_start "${2:-}" ;;
+  logs) cmd_logs "${2:-}" ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing Ganymede needs on a fresh Debian machine, and
+# nothing when it is already there. Idempotent; run by ops/test.sh and ops/local/cluster.sh.
+set -euo pipefail
+
+need_apt=()
+# The rocksdb crate runs bindgen, which needs libclang.
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+
+if ((${#need_apt[@]})); then
+  echo "ops/setup.sh: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi

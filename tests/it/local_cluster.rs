@@ -1,0 +1,95 @@
+//! `ops/local/cluster.sh`: the laptop cluster's verbs, on its fixed ports.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ops/local/cluster.sh")
+}
+
+fn cluster_sh(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .env("GANYMEDE_LOCAL_DIR", dir)
+        .env_remove("GANYMEDE_ADMIN_TOKEN")
+        .output()
+        .expect("run cluster.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "cluster.sh {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `status` lines as (name, up, role).
+fn status(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    cluster_sh(dir, &["status"])
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(parts.len(), 3, "status line {line:?}");
+            (parts[0].into(), parts[1].into(), parts[2].into())
+        })
+        .collect()
+}
+
+struct Down<'a>(&'a std::path::Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("down")
+            .env("GANYMEDE_LOCAL_DIR", self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_status_kill_start_down_keeps_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _down = Down(dir.path());
+    cluster_sh(dir.path(), &["up"]);
+    let lines = status(dir.path());
+    assert_eq!(
+        lines.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+        ["hub1", "hub2", "hub3"]
+    );
+    assert!(lines.iter().all(|l| l.1 == "up"), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.2 == "leader").count(), 1, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.2 == "follower").count(), 2, "{lines:?}");
+
+    // --- kill the leader: it shows down, another hub leads
+    let leader = lines.iter().find(|l| l.2 == "leader").expect("leader").0.clone();
+    cluster_sh(dir.path(), &["kill", &leader]);
+    let lines = status(dir.path());
+    assert!(lines.iter().any(|l| l.0 == leader && l.1 == "down"), "{lines:?}");
+
+    // --- start it again: it answers, and a write made through it survives down/up
+    cluster_sh(dir.path(), &["start", &leader]);
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).expect("generated admin token");
+    let port = 8080 + leader.trim_start_matches("hub").parse::<u16>().expect("hub number");
+    let client = reqwest::Client::new();
+    let auth = format!("token {}", token.trim());
+    let created = client
+        .post(format!("http://127.0.0.1:{port}/hub/api/users/kept"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status().as_u16(), 201);
+    cluster_sh(dir.path(), &["down"]);
+    assert!(status(dir.path()).iter().all(|l| l.1 == "down"));
+    cluster_sh(dir.path(), &["up"]);
+    let got = client
+        .get("http://127.0.0.1:8083/hub/api/users/kept")
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(got.status().as_u16(), 200);
+    assert!(cluster_sh(dir.path(), &["logs", "hub1"]).contains("hub listening"));
+}
