@@ -43,7 +43,17 @@ async fn a_corrupt_or_foreign_data_dir_is_refused_with_a_reason() {
 
     // --- a data dir that belongs to another node
     let config = cluster.hub(1).config.clone();
-    let (ok, text) = run_hub(&["--config", config.to_str().expect("utf8"), "--set", "hub.node_id=2"]);
+    let data_dir = format!("hub.data_dir={}", cluster.data_dir(1).display());
+    let (ok, text) = run_hub(&[
+        "--set",
+        "hub.node_id=2",
+        "--set",
+        &data_dir,
+        "--set",
+        "hub.api_bind=127.0.0.1:0",
+        "--set",
+        "hub.raft_bind=127.0.0.1:0",
+    ]);
     assert!(!ok);
     assert!(text.contains("belongs to node 1"), "{text}");
 

@@ -36,7 +36,7 @@ async fn provision_once(raft: &RaftHandle, admin_token: Option<&str>) -> Result<
         .map_err(|e| e.to_string())?
     {
         let command = Command::InitializeCluster {
-            cluster_secret: new_cluster_secret(),
+            cluster_secret: new_cluster_secret().into(),
             at: now,
         };
         match raft.propose(command).await.map_err(|e| e.to_string())? {

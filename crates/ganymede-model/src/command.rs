@@ -4,14 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Timestamp, TokenOwner};
+use crate::state::{Secret, Timestamp, TokenOwner};
 
 /// A request to change the replicated state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Fix the cluster secret; the first command every new cluster commits.
-    InitializeCluster { cluster_secret: String, at: Timestamp },
+    InitializeCluster { cluster_secret: Secret, at: Timestamp },
     /// Create users (names already normalized). Existing names are skipped; if every
     /// name exists the command is rejected, as JupyterHub's `POST /users` does.
     CreateUsers {

@@ -4,14 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Route, Service, State, Timestamp, Token, TokenOwner};
+use crate::state::{Route, Secret, Service, State, Timestamp, Token, TokenOwner};
 
 /// One fact about the state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
     ClusterInitialized {
-        cluster_secret: String,
+        cluster_secret: Secret,
         at: Timestamp,
     },
     UserCreated {

@@ -18,5 +18,6 @@ pub use command::{Command, TokenRequest};
 pub use decide::{Rejection, apply, decide, evolve};
 pub use event::{Event, Key, Sequenced};
 pub use state::{
-    ClusterInfo, Group, Route, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User, route_path_for,
+    ClusterInfo, Group, Route, Secret, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User,
+    route_path_for,
 };

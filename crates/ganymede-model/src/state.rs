@@ -144,13 +144,43 @@ pub struct Route {
     pub created: Timestamp,
 }
 
+/// A secret value: serialized as itself (it must replicate), but never shown by `Debug`,
+/// so that it cannot slip into a log line.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Facts about the cluster itself, fixed at bootstrap.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterInfo {
     /// Hex of 32 random bytes: the key for cookies and event HMACs. Like JupyterHub's
     /// `jupyterhub_cookie_secret` file, it lives in the (0700) data directory.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     pub created: Timestamp,
 }
 

@@ -92,6 +92,10 @@ pub struct ClusterStatus {
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
+    /// The last log index covered by this replica's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to this index have been purged from this replica's log.
+    pub purged_index: Option<u64>,
     /// Whether this replica belongs to an initialized cluster (knows any voter).
     pub initialized: bool,
     pub members: Vec<MemberStatus>,
@@ -287,10 +291,16 @@ impl RaftHandle {
         Ok(())
     }
 
-    /// Stops Raft (the gRPC server stops with the shutdown token).
+    /// Stops Raft (the gRPC server stops with the shutdown token) and waits, up to a few
+    /// seconds, until Raft's tasks have let go of the database, so that it closes when
+    /// this handle is dropped and can be reopened at once.
     pub async fn shutdown(&self) {
         if let Err(err) = self.inner.raft.shutdown().await {
             warn!(error = %err, "raft shutdown");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.inner.store.holders() > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -465,6 +475,8 @@ impl Inner {
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             last_applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
+            purged_index: metrics.purged.map(|log_id| log_id.index),
             initialized: !voters.is_empty(),
             members,
         }

@@ -51,6 +51,9 @@ struct SnapshotPayload {
     membership: StoredMembership,
 }
 
+/// A snapshot's metadata and serialized payload.
+type StoredSnapshot = (SnapshotMeta, Vec<u8>);
+
 /// The Raft-side position of the state machine.
 #[derive(Clone, Default)]
 struct Position {
@@ -63,7 +66,8 @@ pub struct StateMachine {
     store: Store,
     shared: Arc<SharedState>,
     position: Arc<Mutex<Position>>,
-    current_snapshot: Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>,
+    /// The latest snapshot built or installed, as Raft will ask for it again.
+    current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {

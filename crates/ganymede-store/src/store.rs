@@ -50,6 +50,9 @@ pub struct AppliedWrite<'a> {
     pub membership: Option<&'a [u8]>,
 }
 
+/// A raw key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// The counters of a [`State`], kept in one meta row.
 #[derive(Serialize, Deserialize)]
 struct Counters {
@@ -153,6 +156,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many `Store` values share this database; it closes when the last one drops.
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.db)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -474,12 +482,11 @@ impl Store {
         let index = self.cf(layout::ROUTE_INDEX);
         let start = u64_key(after + 1);
         let mut events = Vec::new();
-        let mut expected = after + 1;
-        for item in self
+        let rows = self
             .db
             .iterator_cf(index, IteratorMode::From(&start, Direction::Forward))
-            .take(limit)
-        {
+            .take(limit);
+        for (expected, item) in (after + 1..).zip(rows) {
             let (key, value) = item?;
             if key_u64(&key) != Some(expected) {
                 // The rows the caller needs next were compacted away.
@@ -490,7 +497,6 @@ impl Store {
                 return Ok(None);
             };
             events.push(from_json(layout::EVENTS, &bytes)?);
-            expected += 1;
         }
         if events.is_empty() {
             return Ok(None);
@@ -521,7 +527,7 @@ impl Store {
 
     /// Every row of every table, decoded as text where possible: for tests and tools
     /// that check what the database holds (e.g. that no secret is stored in the clear).
-    pub fn dump(&self) -> Result<BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>, StoreError> {
+    pub fn dump(&self) -> Result<BTreeMap<String, Vec<Row>>, StoreError> {
         let mut tables = BTreeMap::new();
         for name in layout::ALL {
             let rows = self

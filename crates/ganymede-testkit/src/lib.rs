@@ -211,6 +211,14 @@ impl TestCluster {
         slot.node
     }
 
+    /// Stops every running replica and closes its database.
+    pub async fn stop_all(&mut self) {
+        let running: Vec<u64> = self.hubs.keys().copied().collect();
+        for node_id in running {
+            self.kill(node_id).await;
+        }
+    }
+
     pub fn hub(&self, node_id: u64) -> &TestHub {
         self.hubs.get(&node_id).expect("running node")
     }
@@ -249,6 +257,23 @@ impl TestCluster {
             (status == 200).then_some(())
         })
         .await
+    }
+}
+
+/// RocksDB must be closed before the process exits: a database whose background threads
+/// outlive the C++ statics aborts the process ("pthread lock: Invalid argument"). So a
+/// cluster dropped at the end of a test shuts its replicas down first.
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.hubs.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| handle.block_on(self.stop_all()));
+            }
+            _ => eprintln!("TestCluster dropped outside a multi-thread runtime: replicas not shut down"),
+        }
     }
 }
 

@@ -22,9 +22,11 @@ pub fn router(hub: Hub) -> Router {
         .merge(users::routes())
         .merge(cluster::routes())
         .fallback(not_found);
+    // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
+    // version endpoint; the nested "/" answers the first.
     Router::new()
-        .route("/hub/api", get(version))
         .nest("/hub/api", api)
+        .route("/hub/api/", get(version))
         .route("/hub/health", get(health).head(health))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::map_response(version_header))

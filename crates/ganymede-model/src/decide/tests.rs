@@ -312,13 +312,17 @@ fn services_and_cluster() {
         at: T0,
     };
     check(&[], ensure.clone(), Ok(&["service_upserted"]));
-    check(&[ensure.clone()], ensure, Ok(&[]));
+    check(std::slice::from_ref(&ensure), ensure.clone(), Ok(&[]));
     let init = Command::InitializeCluster {
         cluster_secret: "00".into(),
         at: T0,
     };
     check(&[], init.clone(), Ok(&["cluster_initialized"]));
-    check(&[init.clone()], init, Err(Rejection::AlreadyInitialized));
+    check(
+        std::slice::from_ref(&init),
+        init.clone(),
+        Err(Rejection::AlreadyInitialized),
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn commands() -> Vec<Command> {
     };
     vec![
         Command::InitializeCluster {
-            cluster_secret: "ab".repeat(32),
+            cluster_secret: "ab".repeat(32).into(),
             at: T0,
         },
         Command::CreateUsers {
