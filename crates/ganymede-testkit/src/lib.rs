@@ -60,8 +60,8 @@ impl Default for Timings {
     fn default() -> Self {
         Timings {
             heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(250),
-            election_timeout_max: Duration::from_millis(500),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
         }

@@ -89,7 +89,8 @@ pub struct RaftSection {
     /// Leader heartbeats. Well below the election timeout.
     pub heartbeat_interval: String,
     /// A follower that hears no leader for a random time in [min, max] starts an
-    /// election. Failover takes about this long plus one round trip.
+    /// election; voters refuse candidates while their lease on the old leader (max)
+    /// runs, so failover takes about max plus one more timeout.
     pub election_timeout_min: String,
     pub election_timeout_max: String,
     /// Build a snapshot every this many log entries, then purge the log behind it.
@@ -102,8 +103,8 @@ impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
             heartbeat_interval: "50ms".into(),
-            election_timeout_min: "250ms".into(),
-            election_timeout_max: "500ms".into(),
+            election_timeout_min: "150ms".into(),
+            election_timeout_max: "300ms".into(),
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 2_000,
         }
