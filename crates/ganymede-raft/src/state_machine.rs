@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt};
 use ganymede_model::State;
 use ganymede_store::{AppliedWrite, Store};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -41,6 +41,17 @@ impl SharedState {
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
     }
+}
+
+/// The most entries applied in one batch.
+const APPLY_BATCH: usize = 512;
+
+/// What a snapshot holds, written straight from the live state (no copy).
+#[derive(Serialize)]
+struct SnapshotPayloadRef<'a> {
+    state: &'a State,
+    last_applied: Option<LogId>,
+    membership: &'a StoredMembership,
 }
 
 /// A snapshot's content: the whole state plus the Raft position it reflects.
@@ -136,55 +147,63 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let log_id = entry.log_id;
-            let applied_bytes = encode(&Some(log_id))?;
-            // The position moves under the state lock, so that a snapshot built
-            // concurrently sees a state and a position that belong together.
-            let outcome = {
+        // Entries that are ready together are applied together: one lock, one RocksDB
+        // batch. A batch writes each touched row once, with its final value.
+        let mut chunks = (&mut entries).ready_chunks(APPLY_BATCH);
+        while let Some(chunk) = chunks.next().await {
+            let mut responses = Vec::with_capacity(chunk.len());
+            let applied_index = {
+                // The position moves under the state lock, so that a snapshot built
+                // concurrently sees a state and a position that belong together.
                 let mut state = self
                     .shared
                     .state
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let outcome = match entry.payload {
-                    EntryPayload::Blank => {
-                        let membership = lock(&self.position).membership.clone();
-                        self.store
-                            .write_membership(&applied_bytes, &encode(&membership)?)
-                            .map_err(io::Error::other)?;
-                        Applied::Nothing
-                    }
-                    EntryPayload::Membership(membership) => {
-                        let stored = StoredMembership::new(Some(log_id), membership);
-                        self.store
-                            .write_membership(&applied_bytes, &encode(&stored)?)
-                            .map_err(io::Error::other)?;
-                        lock(&self.position).membership = stored;
-                        Applied::Nothing
-                    }
-                    EntryPayload::Normal(command) => {
-                        let (events, outcome) = match ganymede_model::apply(&mut state, &command) {
-                            Ok(events) => (events.clone(), Applied::Events(events)),
+                let mut position = lock(&self.position);
+                let mut events = Vec::new();
+                let mut membership_changed = false;
+                for item in chunk {
+                    let (entry, responder) = item?;
+                    let outcome = match entry.payload {
+                        EntryPayload::Blank => Applied::Nothing,
+                        EntryPayload::Membership(membership) => {
+                            position.membership = StoredMembership::new(Some(entry.log_id), membership);
+                            membership_changed = true;
+                            Applied::Nothing
+                        }
+                        EntryPayload::Normal(command) => match ganymede_model::apply(&mut state, &command) {
+                            Ok(new_events) => {
+                                events.extend(new_events.iter().cloned());
+                                Applied::Events(new_events)
+                            }
                             // Nothing changed but the applied position.
-                            Err(rejection) => (Vec::new(), Applied::Rejected(rejection)),
-                        };
-                        let write = AppliedWrite {
-                            state: &state,
-                            events: &events,
-                            applied: &applied_bytes,
-                            membership: None,
-                        };
-                        self.store.write_applied(&[write]).map_err(io::Error::other)?;
-                        outcome
-                    }
+                            Err(rejection) => Applied::Rejected(rejection),
+                        },
+                    };
+                    position.last_applied = Some(entry.log_id);
+                    responses.push((responder, outcome));
+                }
+                let applied = encode(&position.last_applied)?;
+                let membership = if membership_changed {
+                    Some(encode(&position.membership)?)
+                } else {
+                    None
                 };
-                lock(&self.position).last_applied = Some(log_id);
-                outcome
+                let write = AppliedWrite {
+                    state: &state,
+                    events: &events,
+                    applied: &applied,
+                    membership: membership.as_deref(),
+                };
+                self.store.write_applied(&[write]).map_err(io::Error::other)?;
+                position.last_applied.map_or(0, |log_id| log_id.index)
             };
-            self.shared.applied_index.send_replace(log_id.index);
-            if let Some(responder) = responder {
-                responder.send(outcome);
+            self.shared.applied_index.send_replace(applied_index);
+            for (responder, outcome) in responses {
+                if let Some(responder) = responder {
+                    responder.send(outcome);
+                }
             }
         }
         Ok(())
@@ -244,16 +263,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let position = lock(&self.position).clone();
-            let payload = SnapshotPayload {
-                state: state.clone(),
+            let payload = SnapshotPayloadRef {
+                state: &state,
                 last_applied: position.last_applied,
-                membership: position.membership.clone(),
+                membership: &position.membership,
             };
+            let bytes = encode(&payload)?;
             let meta = SnapshotMeta {
                 last_log_id: position.last_applied,
                 last_membership: position.membership,
             };
-            (encode(&payload)?, meta, state.event_seq)
+            (bytes, meta, state.event_seq)
         };
         // The log behind this snapshot may be purged next; the tables must not be behind it.
         self.store.sync().map_err(io::Error::other)?;

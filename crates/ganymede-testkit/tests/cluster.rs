@@ -493,3 +493,50 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t80_a_wiped_first_replica_rejoins_instead_of_founding_a_second_cluster() {
+    let mut cluster = TestCluster::start(3).await;
+    for i in 0..5 {
+        assert_eq!(
+            cluster
+                .hub(2)
+                .api
+                .post(&format!("/hub/api/users/before{i}"), json!({}))
+                .await
+                .expect("post")
+                .0,
+            201
+        );
+    }
+    let term_before = cluster.hub(2).raft.status().term;
+
+    info!("--- replica 1, the one that founded the cluster, loses its disk");
+    cluster.kill(1).await;
+    std::fs::remove_dir_all(cluster.data_dir(1)).expect("wipe");
+    cluster.start_node(1).await;
+
+    info!("--- it is replicated to, rather than electing itself in a cluster of its own");
+    eventually("replica 1 has the cluster's users again", PATIENCE, || async {
+        cluster.hub(1).raft.read_local(|s| (s.users.len() == 5).then_some(()))
+    })
+    .await;
+    let leader = cluster.wait_for_leader().await;
+    let statuses: Vec<_> = cluster.running().map(|hub| hub.raft.status()).collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.leader_id == Some(leader) && s.members.len() == 3),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| s.term >= term_before));
+    let (status, _) = cluster
+        .hub(1)
+        .api
+        .post("/hub/api/users/after", json!({}))
+        .await
+        .expect("post");
+    assert_eq!(status, 201);
+    let (status, _) = cluster.hub(3).api.get("/hub/api/users/after").await.expect("get");
+    assert_eq!(status, 200);
+}
