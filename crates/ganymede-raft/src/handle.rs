@@ -26,7 +26,7 @@ use crate::log_store::LogStore;
 use crate::network::{Channels, NetworkFactory, decode, encode, never_sent};
 use crate::server::{ClusterService, RaftService};
 use crate::state_machine::{SharedState, StateMachine};
-use crate::types::{Applied, HubNode, Raft};
+use crate::types::{Applied, HubNode, Proposal, Raft};
 
 /// How a replica takes part in the cluster.
 #[derive(Clone, Debug)]
@@ -132,12 +132,41 @@ pub(crate) struct Inner {
     channels: Channels,
     config: RaftConfig,
     store: Store,
+    /// Proposals waiting to be forwarded to the leader in one RPC.
+    forward_queue: std::sync::Mutex<Vec<PendingForward>>,
+    /// Forwarding RPCs under way; at most `MAX_FORWARDS_IN_FLIGHT`.
+    forwards_in_flight: std::sync::atomic::AtomicUsize,
 }
+
+/// A proposal waiting in the forward queue, and where its outcome goes.
+struct PendingForward {
+    proposal: Proposal,
+    reply: tokio::sync::oneshot::Sender<ForwardOutcome>,
+}
+
+/// What became of a forwarded proposal.
+enum ForwardOutcome {
+    Answered(Forwarded<Applied>),
+    /// It never reached a leader: safe to retry.
+    NotSent,
+    /// It may or may not have been committed.
+    Unknown(String),
+}
+
+/// Forwarding RPCs that may be under way at once; proposals arriving meanwhile queue up
+/// and go together in the next one, so a busy follower sends few, large batches.
+const MAX_FORWARDS_IN_FLIGHT: usize = 4;
+/// The most proposals in one forwarding RPC.
+const MAX_FORWARD_BATCH: usize = 512;
 
 /// A handle on this replica's Raft node. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftHandle {
     inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Short pause between attempts while an election settles.
@@ -187,6 +216,8 @@ impl RaftHandle {
         .map_err(|err| StartError::Raft(err.to_string()))?;
 
         let inner = Arc::new(Inner {
+            forward_queue: Default::default(),
+            forwards_in_flight: Default::default(),
             raft: raft.clone(),
             node_id,
             shared,
@@ -362,41 +393,120 @@ impl Inner {
 
     async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
         let deadline = Instant::now() + self.config.request_timeout;
+        let proposal = Proposal {
+            id: rand::random(),
+            command,
+        };
+        // Set when an attempt may have been committed: from then on only the same
+        // proposal id may be retried (the state machine deduplicates it), and running out
+        // of time is "outcome unknown", not "not committed".
+        let mut unknown: Option<String> = None;
         loop {
-            match self.propose_locally(command.clone()).await {
+            match self.propose_locally(proposal.clone()).await {
                 Forwarded::Done(applied) => return Ok(applied),
-                Forwarded::Failed(message) => return Err(ProposeError::OutcomeUnknown(message)),
+                Forwarded::Failed(message) => unknown = Some(message),
                 Forwarded::NotLeader => {}
             }
-            if let Some((leader_id, node)) = self.leader_node().filter(|(id, _)| *id != self.node_id) {
-                match self.forward_proposal(&node, &command).await {
-                    Ok(Forwarded::Done(applied)) => return Ok(applied),
-                    Ok(Forwarded::Failed(message)) => return Err(ProposeError::OutcomeUnknown(message)),
-                    Ok(Forwarded::NotLeader) => debug!(leader_id, "forwarded to a replica that no longer leads"),
-                    Err(status) if never_sent(&status) => debug!(leader_id, "leader unreachable"),
-                    Err(status) => return Err(ProposeError::OutcomeUnknown(status.message().to_owned())),
+            if self.leader_node().is_some_and(|(id, _)| id != self.node_id) {
+                match self.forward(proposal.clone()).await {
+                    ForwardOutcome::Answered(Forwarded::Done(applied)) => return Ok(applied),
+                    ForwardOutcome::Answered(Forwarded::Failed(message)) | ForwardOutcome::Unknown(message) => {
+                        debug!(%message, "forwarded proposal's outcome unknown; retrying under the same id");
+                        unknown = Some(message);
+                    }
+                    ForwardOutcome::Answered(Forwarded::NotLeader) => {
+                        debug!("forwarded to a replica that no longer leads")
+                    }
+                    ForwardOutcome::NotSent => debug!("leader unreachable"),
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ProposeError::NoLeader(self.config.request_timeout));
+                return Err(match unknown {
+                    Some(message) => ProposeError::OutcomeUnknown(message),
+                    None => ProposeError::NoLeader(self.config.request_timeout),
+                });
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
-    async fn forward_proposal(&self, leader: &HubNode, command: &Command) -> Result<Forwarded<Applied>, tonic::Status> {
+    /// Queues `command` for the leader and makes sure someone sends the queue.
+    async fn forward(&self, proposal: Proposal) -> ForwardOutcome {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        lock(&self.forward_queue).push(PendingForward { proposal, reply });
+        self.send_forward_queue().await;
+        outcome.await.unwrap_or(ForwardOutcome::NotSent)
+    }
+
+    /// Sends queued proposals in batches while fewer than `MAX_FORWARDS_IN_FLIGHT`
+    /// batches are under way; a caller that finds them all busy leaves its proposal to
+    /// the senders, which look at the queue again before they stop.
+    async fn send_forward_queue(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            if self.forwards_in_flight.fetch_add(1, SeqCst) >= MAX_FORWARDS_IN_FLIGHT {
+                self.forwards_in_flight.fetch_sub(1, SeqCst);
+                return;
+            }
+            let batch: Vec<PendingForward> = {
+                let mut queue = lock(&self.forward_queue);
+                let take = queue.len().min(MAX_FORWARD_BATCH);
+                queue.drain(..take).collect()
+            };
+            if !batch.is_empty() {
+                self.send_forward_batch(batch).await;
+            }
+            self.forwards_in_flight.fetch_sub(1, SeqCst);
+            if lock(&self.forward_queue).is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn send_forward_batch(&self, batch: Vec<PendingForward>) {
+        let (commands, replies): (Vec<Proposal>, Vec<_>) = batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+        let outcomes: Vec<ForwardOutcome> = match self.leader_node().filter(|(id, _)| *id != self.node_id) {
+            None => replies.iter().map(|_| ForwardOutcome::NotSent).collect(),
+            Some((_, leader)) => match self.forward_batch(&leader, &commands).await {
+                Ok(answers) if answers.len() == commands.len() => {
+                    answers.into_iter().map(ForwardOutcome::Answered).collect()
+                }
+                Ok(answers) => {
+                    let message = format!("the leader answered {} of {} proposals", answers.len(), commands.len());
+                    replies
+                        .iter()
+                        .map(|_| ForwardOutcome::Unknown(message.clone()))
+                        .collect()
+                }
+                Err(status) if never_sent(&status) => replies.iter().map(|_| ForwardOutcome::NotSent).collect(),
+                Err(status) => replies
+                    .iter()
+                    .map(|_| ForwardOutcome::Unknown(status.message().to_owned()))
+                    .collect(),
+            },
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    async fn forward_batch(
+        &self,
+        leader: &HubNode,
+        commands: &[Proposal],
+    ) -> Result<Vec<Forwarded<Applied>>, tonic::Status> {
         let mut client = self.cluster_client(leader).map_err(tonic::Status::unavailable)?;
-        let bytes = encode(command).map_err(|err| tonic::Status::internal(err.to_string()))?;
-        let mut request = tonic::Request::new(ProposeRequest { command: bytes });
+        let bytes = encode(&commands).map_err(|err| tonic::Status::internal(err.to_string()))?;
+        let mut request = tonic::Request::new(ProposeRequest { commands: bytes });
         request.set_timeout(self.config.request_timeout);
         let reply = client.propose(request).await?.into_inner();
-        decode(&reply.outcome).map_err(|err| tonic::Status::internal(err.to_string()))
+        decode(&reply.outcomes).map_err(|err| tonic::Status::internal(err.to_string()))
     }
 
     /// Proposes on this replica only; `NotLeader` if it does not lead.
-    pub(crate) async fn propose_locally(&self, command: Command) -> Forwarded<Applied> {
+    pub(crate) async fn propose_locally(&self, proposal: Proposal) -> Forwarded<Applied> {
         use openraft::errors::{ClientWriteError, RaftError};
-        match self.raft.client_write(command).await {
+        match self.raft.client_write(proposal).await {
             Ok(response) => Forwarded::Done(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Forwarded::NotLeader,
             Err(err) => Forwarded::Failed(err.to_string()),

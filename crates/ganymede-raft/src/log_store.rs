@@ -39,14 +39,18 @@ pub struct LogStore {
 impl LogStore {
     pub fn new(store: Store) -> LogStore {
         let (syncer, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let sync_store = store.clone();
+        // The syncer must not keep the database open: it has to close before exit.
+        let sync_store = store.downgrade();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || {
                 while let Ok(first) = pending.recv() {
                     let mut batch = vec![first];
                     batch.extend(pending.try_iter());
-                    let result = sync_store.sync().map_err(io::Error::other);
+                    let result = match sync_store.upgrade() {
+                        Some(store) => store.sync().map_err(io::Error::other),
+                        None => Err(io::Error::other("the database is closed")),
+                    };
                     for callback in batch {
                         callback.io_completed(
                             result

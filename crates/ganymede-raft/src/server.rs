@@ -102,10 +102,12 @@ pub struct ClusterService {
 #[tonic::async_trait]
 impl cluster_server::Cluster for ClusterService {
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        let command = decode(&request.into_inner().command).map_err(bad_request)?;
-        let outcome = self.inner.propose_locally(command).await;
+        let commands: Vec<crate::types::Proposal> = decode(&request.into_inner().commands).map_err(bad_request)?;
+        // Proposed concurrently, so that openraft appends them as one batch.
+        let outcomes =
+            futures::future::join_all(commands.into_iter().map(|command| self.inner.propose_locally(command))).await;
         Ok(Response::new(ProposeReply {
-            outcome: encoded(&outcome)?,
+            outcomes: encoded(&outcomes)?,
         }))
     }
 

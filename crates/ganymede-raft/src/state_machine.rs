@@ -13,7 +13,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::types::{Applied, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{Applied, LogId, Proposal, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// How many events a replica keeps behind its latest snapshot for readers that catch up
 /// by sequence number (edges, audit); further behind, they take a snapshot.
@@ -52,6 +52,7 @@ struct SnapshotPayloadRef<'a> {
     state: &'a State,
     last_applied: Option<LogId>,
     membership: &'a StoredMembership,
+    recent_proposals: &'a RecentProposals,
 }
 
 /// A snapshot's content: the whole state plus the Raft position it reflects.
@@ -60,16 +61,49 @@ struct SnapshotPayload {
     state: State,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    #[serde(default)]
+    recent_proposals: RecentProposals,
 }
 
 /// A snapshot's metadata and serialized payload.
 type StoredSnapshot = (SnapshotMeta, Vec<u8>);
 
 /// The Raft-side position of the state machine.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Position {
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    recent: RecentProposals,
+}
+
+/// How many proposal outcomes are remembered for deduplicating retries. Retries come
+/// within a request timeout (seconds), far fewer proposals than this.
+const RECENT_PROPOSALS: usize = 10_000;
+
+/// The outcomes of the latest proposals, by proposal id: a retried proposal gets its
+/// first outcome back instead of being applied again. Part of snapshots; after a
+/// restart from the tables alone it starts empty (see ARCHITECTURE.md).
+#[derive(Default, Serialize, Deserialize)]
+struct RecentProposals {
+    order: std::collections::VecDeque<u64>,
+    outcomes: std::collections::HashMap<u64, Applied>,
+}
+
+impl RecentProposals {
+    fn get(&self, id: u64) -> Option<&Applied> {
+        self.outcomes.get(&id)
+    }
+
+    fn remember(&mut self, id: u64, outcome: Applied) {
+        if self.outcomes.insert(id, outcome).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > RECENT_PROPOSALS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.outcomes.remove(&oldest);
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -93,7 +127,36 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Applies one proposal, or answers a retried one with its first outcome. New events
+/// are appended to `events`.
+fn apply_proposal(
+    state: &mut State,
+    recent: &mut RecentProposals,
+    proposal: &Proposal,
+    events: &mut Vec<ganymede_model::Sequenced>,
+) -> Applied {
+    if let Some(first) = recent.get(proposal.id) {
+        return first.clone();
+    }
+    let outcome = match ganymede_model::apply(state, &proposal.command) {
+        Ok(new_events) => {
+            events.extend(new_events.iter().cloned());
+            Applied::Events(new_events)
+        }
+        // Nothing changed but the applied position.
+        Err(rejection) => Applied::Rejected(rejection),
+    };
+    recent.remember(proposal.id, outcome.clone());
+    outcome
+}
+
 impl StateMachine {
+    /// The outcome remembered for proposal `id`, if it is recent enough.
+    #[cfg(test)]
+    pub(crate) fn remembered(&self, id: u64) -> Option<Applied> {
+        lock(&self.position).recent.get(id).cloned()
+    }
+
     /// Loads the persisted state machine and its latest snapshot.
     pub fn open(store: Store) -> io::Result<StateMachine> {
         let loaded = store.load_state().map_err(io::Error::other)?;
@@ -105,10 +168,15 @@ impl StateMachine {
                 .map(decode)
                 .transpose()?
                 .unwrap_or_default(),
+            recent: RecentProposals::default(),
         };
+        let mut position = position;
         let current_snapshot = match store.snapshot().map_err(io::Error::other)? {
             Some(bytes) => {
                 let payload: SnapshotPayload = decode(&bytes)?;
+                // The latest snapshot's memory of proposals is the best there is after a
+                // restart; older ids are harmless to remember.
+                position.recent = payload.recent_proposals;
                 let meta = SnapshotMeta {
                     last_log_id: payload.last_applied,
                     last_membership: payload.membership,
@@ -172,14 +240,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             membership_changed = true;
                             Applied::Nothing
                         }
-                        EntryPayload::Normal(command) => match ganymede_model::apply(&mut state, &command) {
-                            Ok(new_events) => {
-                                events.extend(new_events.iter().cloned());
-                                Applied::Events(new_events)
-                            }
-                            // Nothing changed but the applied position.
-                            Err(rejection) => Applied::Rejected(rejection),
-                        },
+                        EntryPayload::Normal(proposal) => {
+                            apply_proposal(&mut state, &mut position.recent, &proposal, &mut events)
+                        }
                     };
                     position.last_applied = Some(entry.log_id);
                     responses.push((responder, outcome));
@@ -234,6 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             *lock(&self.position) = Position {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
+                recent: payload.recent_proposals,
             };
         }
         *lock(&self.current_snapshot) = Some((meta.clone(), bytes));
@@ -262,16 +326,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .state
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let position = lock(&self.position).clone();
+            let position = lock(&self.position);
             let payload = SnapshotPayloadRef {
                 state: &state,
                 last_applied: position.last_applied,
                 membership: &position.membership,
+                recent_proposals: &position.recent,
             };
             let bytes = encode(&payload)?;
             let meta = SnapshotMeta {
                 last_log_id: position.last_applied,
-                last_membership: position.membership,
+                last_membership: position.membership.clone(),
             };
             (bytes, meta, state.event_seq)
         };

@@ -23,9 +23,26 @@ pub enum Applied {
     Rejected(Rejection),
 }
 
+/// A command as it travels through the log, with the id its proposer gave it. A
+/// proposer that cannot tell whether its proposal was committed (the leader died or
+/// stepped down with it in flight) proposes it again under the same id; the state
+/// machine recognizes the id and answers with the first outcome instead of applying
+/// the command twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: u64,
+    pub command: Command,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (proposal {:x})", self.command, self.id)
+    }
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Applied,
         Node = HubNode,
 );

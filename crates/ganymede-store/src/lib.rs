@@ -11,4 +11,4 @@
 mod layout;
 mod store;
 
-pub use store::{AppliedWrite, LoadedState, Store, StoreError};
+pub use store::{AppliedWrite, LoadedState, Row, Store, StoreError, WeakStore};

@@ -70,6 +70,23 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// A [`Store`] reference for helpers that must not keep the database open (it must be
+/// closed before the process exits).
+#[derive(Clone)]
+pub struct WeakStore {
+    db: std::sync::Weak<DB>,
+    path: PathBuf,
+}
+
+impl WeakStore {
+    pub fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            db: self.db.upgrade()?,
+            path: self.path.clone(),
+        })
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
@@ -156,6 +173,14 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reference that does not keep the database open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            db: Arc::downgrade(&self.db),
+            path: self.path.clone(),
+        }
     }
 
     /// How many `Store` values share this database; it closes when the last one drops.
