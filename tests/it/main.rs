@@ -4,4 +4,5 @@
 mod bad_start;
 mod failover;
 mod local_cluster;
+mod membership;
 mod support;

@@ -95,6 +95,29 @@ impl ProcessCluster {
         ProcessCluster { dir, hubs, client }
     }
 
+    /// Adds hub `N+1` with no initial members: started, it waits to be added with
+    /// `ganymede cluster add`. Returns its node id.
+    pub fn add_joining_hub(&mut self) -> u64 {
+        let node_id = self.hubs.len() as u64 + 1;
+        let hub = HubProcess {
+            node_id,
+            api_port: free_port(),
+            raft_port: free_port(),
+            config: self.dir.path().join(format!("hub{node_id}.toml")),
+            log: self.dir.path().join(format!("hub{node_id}.log")),
+            child: None,
+        };
+        let config = format!(
+            "[hub]\nnode_id = {node_id}\ndata_dir = \"{}\"\napi_bind = \"127.0.0.1:{}\"\nraft_bind = \"127.0.0.1:{}\"\n",
+            self.dir.path().join(format!("hub{node_id}")).display(),
+            hub.api_port,
+            hub.raft_port,
+        );
+        std::fs::write(&hub.config, config).expect("write config");
+        self.hubs.push(hub);
+        node_id
+    }
+
     pub fn hub(&self, node_id: u64) -> &HubProcess {
         &self.hubs[(node_id - 1) as usize]
     }

@@ -425,6 +425,37 @@ async fn t60_bad_input_gets_clear_json_errors() {
     assert_eq!(s, 200);
     assert!(b["version"].as_str().is_some_and(|v| v.starts_with("6.")), "{b}");
 
+    // --- every response names the JupyterHub version (PEP 440, major 6); health needs no token
+    let client = reqwest::Client::new();
+    for path in ["/hub/api", "/hub/api/", "/hub/health", "/hub/api/users/nobody"] {
+        let response = client.get(format!("{}{path}", api.base)).send().await.expect("get");
+        let version = response
+            .headers()
+            .get("x-jupyterhub-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert!(
+            version.as_deref().is_some_and(|v| v.starts_with("6.1.1+ganymede.")),
+            "{path}: {version:?}"
+        );
+    }
+    let health = client
+        .get(format!("{}/hub/health", api.base))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(health.text().await.expect("body").is_empty());
+
+    // --- bearer works like token
+    let response = client
+        .get(format!("{}/hub/api/user", api.base))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .expect("bearer");
+    assert_eq!(response.status().as_u16(), 200);
+
     // --- the admin service's identity
     let (s, b) = api.get("/hub/api/user").await.expect("whoami");
     assert_eq!(s, 200);

@@ -1,0 +1,108 @@
+//! `ganymede cluster add|remove|status` against real processes: a 4th hub joins, an old
+//! one leaves, and writes keep succeeding.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{ADMIN_TOKEN, ProcessCluster, eventually, ganymede_bin};
+
+fn cluster_cli(cluster: &ProcessCluster, via: u64, args: &[&str]) -> String {
+    let output = Command::new(ganymede_bin())
+        .arg("cluster")
+        .arg("--url")
+        .arg(cluster.url(via, ""))
+        .args(args)
+        .env("GANYMEDE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run ganymede cluster");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "ganymede cluster {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn voters(status: &Value) -> Vec<u64> {
+    status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["voter"] == Value::Bool(true))
+        .filter_map(|m| m["node_id"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_hub_joins_and_an_old_one_leaves() {
+    let mut cluster = ProcessCluster::new(3);
+    cluster.start_all();
+    let leader = cluster.leader().await;
+
+    // --- hub4 starts with no initial members and is added through hub2's API
+    let joining = cluster.add_joining_hub();
+    cluster.start(joining);
+    let hub4 = cluster.hub(joining);
+    let (raft_addr, api_addr) = (
+        format!("127.0.0.1:{}", hub4.raft_port),
+        format!("127.0.0.1:{}", hub4.api_port),
+    );
+    let text = cluster_cli(
+        &cluster,
+        2,
+        &[
+            "add",
+            "--node-id",
+            "4",
+            "--raft-addr",
+            &raft_addr,
+            "--api-addr",
+            &api_addr,
+        ],
+    );
+    assert!(text.contains("node   4  voter"), "{text}");
+    let status: Value = serde_json::from_str(&cluster_cli(&cluster, joining, &["status", "--json"])).expect("json");
+    assert_eq!(voters(&status), vec![1, 2, 3, 4]);
+    assert_eq!(
+        cluster
+            .request(joining, reqwest::Method::POST, "/hub/api/users/via-hub4")
+            .await
+            .map(|r| r.0),
+        Some(201)
+    );
+
+    // --- the leader is removed, then stopped; writes go on
+    cluster_cli(&cluster, joining, &["remove", "--node-id", &leader.to_string()]);
+    cluster.kill9(leader);
+    let survivor = (1..=3).find(|id| *id != leader).expect("survivor");
+    for i in 0..20 {
+        let path = format!("/hub/api/users/after-removal{i}");
+        assert_eq!(
+            cluster
+                .request(survivor, reqwest::Method::POST, &path)
+                .await
+                .map(|r| r.0),
+            Some(201),
+            "{path}"
+        );
+    }
+    let status = eventually(
+        "three voters without the removed hub",
+        Duration::from_secs(20),
+        || async {
+            let text = Command::new(ganymede_bin())
+                .args(["cluster", "--url", &cluster.url(joining, ""), "status", "--json"])
+                .env("GANYMEDE_ADMIN_TOKEN", ADMIN_TOKEN)
+                .output()
+                .ok()?;
+            let status: Value = serde_json::from_slice(&text.stdout).ok()?;
+            (voters(&status).len() == 3).then_some(status)
+        },
+    )
+    .await;
+    assert!(!voters(&status).contains(&leader), "{status}");
+    assert_ne!(status["leader_id"].as_u64(), Some(leader));
+}
