@@ -290,14 +290,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             reason,
             at,
         } => {
-            let current = current_attempt(state, user, server, *spawn_id)?;
-            if current.phase == ServerPhase::Stopped {
-                return Err(Rejection::StaleSpawn {
-                    user: user.clone(),
-                    server: server.clone(),
-                    spawn_id: *spawn_id,
-                });
-            }
+            let current = active_attempt(state, user, server, *spawn_id)?;
             Ok(stop_events(user, current, Some(reason.clone()), *at))
         }
         Command::RequestStop { user, server, at } => {
@@ -335,14 +328,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             spawn_id,
             at,
         } => {
-            let current = current_attempt(state, user, server, *spawn_id)?;
-            if current.phase == ServerPhase::Stopped {
-                return Err(Rejection::StaleSpawn {
-                    user: user.clone(),
-                    server: server.clone(),
-                    spawn_id: *spawn_id,
-                });
-            }
+            let current = active_attempt(state, user, server, *spawn_id)?;
             Ok(stop_events(user, current, None, *at))
         }
         Command::AddRoute { path, target, data, at } => {
@@ -413,6 +399,20 @@ fn current_attempt<'a>(state: &'a State, user: &str, server: &str, spawn_id: u64
             server: server.to_owned(),
         })?;
     if current.spawn_id != Some(spawn_id) {
+        return Err(Rejection::StaleSpawn {
+            user: user.to_owned(),
+            server: server.to_owned(),
+            spawn_id,
+        });
+    }
+    Ok(current)
+}
+
+/// Like [`current_attempt`], for reports that only make sense while the attempt is
+/// not yet stopped (a second "stopped" report is stale).
+fn active_attempt<'a>(state: &'a State, user: &str, server: &str, spawn_id: u64) -> Result<&'a Server, Rejection> {
+    let current = current_attempt(state, user, server, spawn_id)?;
+    if current.phase == ServerPhase::Stopped {
         return Err(Rejection::StaleSpawn {
             user: user.to_owned(),
             server: server.to_owned(),
