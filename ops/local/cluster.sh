@@ -8,13 +8,15 @@
 #   ops/local/cluster.sh start NAME  restart it on its data dir and wait until it answers
 #   ops/local/cluster.sh logs NAME   print its log
 #
-# Names and ports (fixed):  hub1 API 127.0.0.1:8081, raft 127.0.0.1:8281
-#                           hub2 API 127.0.0.1:8082, raft 127.0.0.1:8282
-#                           hub3 API 127.0.0.1:8083, raft 127.0.0.1:8283
+# Names and ports (fixed):  hub1 API 127.0.0.1:8081, routes API :8091, raft :8281
+#                           hub2 API 127.0.0.1:8082, routes API :8092, raft :8282
+#                           hub3 API 127.0.0.1:8083, routes API :8093, raft :8283
 # Environment:
 #   GANYMEDE_LOCAL_DIR    where data, logs and pids live (default: <repo>/.local/cluster)
 #   GANYMEDE_ADMIN_TOKEN  the admin token (default: generated once, kept in
 #                         $GANYMEDE_LOCAL_DIR/admin-token)
+#   CONFIGPROXY_AUTH_TOKEN  the routes API token (default: generated once, kept in
+#                         $GANYMEDE_LOCAL_DIR/proxy-token)
 #   CARGO_TARGET_DIR      where cargo builds (default: ~/.cache/ganymede/target)
 set -euo pipefail
 
@@ -27,18 +29,23 @@ HUBS=(hub1 hub2 hub3)
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 api_port() { echo $((8080 + ${1#hub})); }
+proxy_port() { echo $((8090 + ${1#hub})); }
 raft_port() { echo $((8280 + ${1#hub})); }
 
-admin_token() {
-  if [[ -n ${GANYMEDE_ADMIN_TOKEN:-} ]]; then
-    echo "$GANYMEDE_ADMIN_TOKEN"
+# A token from the environment, or one generated once into $DIR/<file>.
+token_from() {
+  local value=$1 file=$DIR/$2
+  if [[ -n $value ]]; then
+    echo "$value"
   else
-    if [[ ! -s $DIR/admin-token ]]; then
-      (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$DIR/admin-token")
+    if [[ ! -s $file ]]; then
+      (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$file")
     fi
-    cat "$DIR/admin-token"
+    cat "$file"
   fi
 }
+admin_token() { token_from "${GANYMEDE_ADMIN_TOKEN:-}" admin-token; }
+proxy_token() { token_from "${CONFIGPROXY_AUTH_TOKEN:-}" proxy-token; }
 
 build() {
   if [[ ! -x $BIN ]] || [[ -n $(find "$ROOT/crates" "$ROOT/proto" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$BIN" -print -quit 2>/dev/null) ]]; then
@@ -56,6 +63,9 @@ node_id = $id
 data_dir = "$DIR/$name/data"
 api_bind = "127.0.0.1:$(api_port "$name")"
 raft_bind = "127.0.0.1:$(raft_port "$name")"
+
+[proxy]
+api_bind = "127.0.0.1:$(proxy_port "$name")"
 
 [cluster]
 initial_members = [
@@ -107,7 +117,7 @@ start_one() {
   fi
   mkdir -p "$DIR/$name"
   write_config "$name"
-  GANYMEDE_ADMIN_TOKEN=$(admin_token) nohup "$BIN" hub --config "$DIR/$name.toml" >> "$DIR/$name.log" 2>&1 &
+  GANYMEDE_ADMIN_TOKEN=$(admin_token) CONFIGPROXY_AUTH_TOKEN=$(proxy_token) nohup "$BIN" hub --config "$DIR/$name.toml" >> "$DIR/$name.log" 2>&1 &
   echo $! > "$DIR/$name.pid"
 }
 

@@ -92,4 +92,26 @@ async fn up_status_kill_start_down_keeps_state() {
         .expect("get");
     assert_eq!(got.status().as_u16(), 200);
     assert!(cluster_sh(dir.path(), &["logs", "hub1"]).contains("hub listening"));
+
+    // --- the routes API on 8091-8093 with the generated CONFIGPROXY_AUTH_TOKEN
+    let proxy_token = std::fs::read_to_string(dir.path().join("proxy-token")).expect("generated proxy token");
+    let proxy_auth = format!("token {}", proxy_token.trim());
+    let added = client
+        .post("http://127.0.0.1:8091/api/routes/user/kept")
+        .header("authorization", &proxy_auth)
+        .json(&serde_json::json!({"target": "http://127.0.0.1:9999"}))
+        .send()
+        .await
+        .expect("add route");
+    assert_eq!(added.status().as_u16(), 201);
+    let routes: serde_json::Value = client
+        .get("http://127.0.0.1:8093/api/routes")
+        .header("authorization", &proxy_auth)
+        .send()
+        .await
+        .expect("routes")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(routes["/user/kept"]["target"], "http://127.0.0.1:9999", "{routes}");
 }

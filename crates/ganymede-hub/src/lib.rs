@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod error;
 mod provision;
+mod proxy_api;
 mod render;
 pub mod tokens;
 
@@ -18,6 +19,7 @@ use ganymede_raft::RaftHandle;
 
 pub use error::ApiError;
 pub use provision::provision;
+pub use proxy_api::proxy_router;
 
 /// The version this hub reports. Single-user servers parse it with PEP 440 and warn
 /// (or worse) when its major differs from theirs, so it is JupyterHub's 6.x with our

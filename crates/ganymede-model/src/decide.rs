@@ -7,7 +7,7 @@ use thiserror::Error;
 use crate::command::{Command, TokenRequest};
 use crate::event::{Event, Sequenced};
 use crate::names;
-use crate::state::{ClusterInfo, Route, Server, ServerPhase, Service, State, Token, TokenOwner, User, route_path_for};
+use crate::state::{ClusterInfo, Route, Server, ServerPhase, Service, State, Token, TokenOwner, User, route_key_for};
 
 /// Why a command was refused. Refusals change nothing and are returned to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
@@ -267,10 +267,11 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 return Err(Rejection::InvalidRouteTarget { target: url.clone() });
             }
             let route = Route {
-                path: route_path_for(user, server),
+                path: route_key_for(user, server),
                 target: url.clone(),
                 data: serde_json::json!({ "user": user, "server_name": server }),
                 created: *at,
+                last_activity: *at,
             };
             Ok(vec![
                 Event::ServerReady {
@@ -310,7 +311,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                     if current.phase == ServerPhase::Running {
                         // Stop routing at once: the server is going away.
                         events.push(Event::RouteRemoved {
-                            path: route_path_for(user, server),
+                            path: route_key_for(user, server),
                             at: *at,
                         });
                     }
@@ -332,22 +333,21 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             Ok(stop_events(user, current, None, *at))
         }
         Command::AddRoute { path, target, data, at } => {
-            if !names::is_valid_route_path(path) {
+            if !names::is_valid_route_path(path) || names::normalize_route_path(path) != *path {
                 return Err(Rejection::InvalidRoutePath { path: path.clone() });
             }
             if !is_valid_target(target) {
                 return Err(Rejection::InvalidRouteTarget { target: target.clone() });
             }
             let created = state.routes.get(path).map_or(*at, |existing| existing.created);
+            // An upsert, as in CHP: re-adding a route resets its last_activity.
             let route = Route {
                 path: path.clone(),
                 target: target.clone(),
                 data: data.clone(),
                 created,
+                last_activity: *at,
             };
-            if state.routes.get(path) == Some(&route) {
-                return Ok(vec![]);
-            }
             Ok(vec![Event::RouteAdded { route }])
         }
         Command::RemoveRoute { path, at } => {
@@ -368,7 +368,7 @@ fn stop_events(user: &str, server: &Server, reason: Option<String>, at: i64) -> 
     let spawn_id = server.spawn_id.unwrap_or_default();
     if server.phase == ServerPhase::Running {
         events.push(Event::RouteRemoved {
-            path: route_path_for(user, &server.name),
+            path: route_key_for(user, &server.name),
             at,
         });
     }

@@ -44,13 +44,25 @@ pub fn is_valid_server_name(name: &str) -> bool {
     !previous_was_dash
 }
 
+/// configurable-http-proxy's route keys: a leading `/`, no trailing `/` (but `/` itself
+/// is the default route). `user/alice/` and `/user/alice` are the same route.
+pub fn normalize_route_path(raw: &str) -> String {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.starts_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
 /// Whether a proxy route path (configurable-http-proxy's "routespec") is acceptable:
-/// absolute, no empty or dot segments, no control characters or white space.
+/// absolute, no empty or dot segments, no control characters. Spaces are allowed: CHP
+/// stores percent-decoded keys (`/user/u%20sp` is `/user/u sp`).
 pub fn is_valid_route_path(path: &str) -> bool {
     if !path.starts_with('/') || path.len() > 2048 {
         return false;
     }
-    if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if path.chars().any(char::is_control) {
         return false;
     }
     let inner = path.trim_start_matches('/').trim_end_matches('/');
@@ -106,11 +118,19 @@ mod tests {
     }
 
     #[test]
+    fn route_paths_normalize_like_chp() {
+        assert_eq!(normalize_route_path("/user/alice/"), "/user/alice");
+        assert_eq!(normalize_route_path("user/alice"), "/user/alice");
+        assert_eq!(normalize_route_path("/"), "/");
+        assert_eq!(normalize_route_path(""), "/");
+    }
+
+    #[test]
     fn route_paths() {
-        for good in ["/", "/user/alice/", "/user/alice", "/services/x/y/"] {
+        for good in ["/", "/user/alice/", "/user/alice", "/services/x/y/", "/user/u sp"] {
             assert!(is_valid_route_path(good), "{good:?} should be valid");
         }
-        for bad in ["", "user/alice", "/user//alice", "/user/../x", "/a b", "/a\n"] {
+        for bad in ["", "user/alice", "/user//alice", "/user/../x", "/a\n", "/a\t"] {
             assert!(!is_valid_route_path(bad), "{bad:?} should be invalid");
         }
     }

@@ -142,6 +142,8 @@ pub struct Route {
     /// configurable-http-proxy's free-form route data (`user`, `server_name`, …).
     pub data: serde_json::Value,
     pub created: Timestamp,
+    /// When the route was last (re)added or, once edges report it, last used.
+    pub last_activity: Timestamp,
 }
 
 /// A secret value: serialized as itself (it must replicate), but never shown by `Debug`,
@@ -214,7 +216,13 @@ impl State {
     }
 }
 
-/// The proxy path of a user's server: `/user/<name>/` for the default server,
+/// The route key of a user's server: its URL path without the trailing slash, as
+/// configurable-http-proxy stores it (`/user/alice`, `/user/alice/lab`).
+pub fn route_key_for(user: &str, server: &str) -> String {
+    crate::names::normalize_route_path(&route_path_for(user, server))
+}
+
+/// The URL path of a user's server: `/user/<name>/` for the default server,
 /// `/user/<name>/<server>/` for a named one. User names are used as they are; the edge
 /// matches on decoded path segments.
 pub fn route_path_for(user: &str, server: &str) -> String {

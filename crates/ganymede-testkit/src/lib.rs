@@ -19,6 +19,9 @@ pub mod process;
 /// The admin token every test cluster provisions.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
+/// The `CONFIGPROXY_AUTH_TOKEN` of every test cluster's routes API.
+pub const PROXY_TOKEN: &str = "test-proxy-token-fedcba9876543210";
+
 /// Waits until `condition` returns `Some`, polling every few milliseconds, and panics
 /// with `what` if `patience` runs out.
 pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut condition: F) -> T
@@ -73,6 +76,8 @@ pub struct TestHub {
     pub node_id: u64,
     pub raft: RaftHandle,
     pub api: Api,
+    /// configurable-http-proxy's routes API on this replica, with the proxy token.
+    pub proxy_api: Api,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -81,6 +86,7 @@ pub struct TestHub {
 #[derive(Clone)]
 struct Slot {
     node: HubNode,
+    proxy_api_addr: String,
     data_dir: PathBuf,
 }
 
@@ -136,6 +142,7 @@ impl TestCluster {
                 raft_addr: free_addr().to_string(),
                 api_addr: free_addr().to_string(),
             },
+            proxy_api_addr: free_addr().to_string(),
             data_dir: self.dir.path().join(format!("hub{node_id}")),
         };
         self.slots.insert(node_id, slot.clone());
@@ -147,6 +154,7 @@ impl TestCluster {
         let slot = self.slots.get(&node_id).expect("known node").clone();
         let raft_listener = bind_retrying(&slot.node.raft_addr).await;
         let api_listener = bind_retrying(&slot.node.api_addr).await;
+        let proxy_listener = bind_retrying(&slot.proxy_api_addr).await;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let config = RaftConfig {
@@ -169,23 +177,30 @@ impl TestCluster {
             Some(ADMIN_TOKEN.into()),
             shutdown.clone(),
         ));
-        let app = ganymede_hub::router(Hub {
+        let hub = Hub {
             raft: raft.clone(),
             limits: Arc::new(ApiLimits::default()),
-        });
-        let serve_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(api_listener, app)
-                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                .await;
-        });
+        };
+        for (listener, app) in [
+            (api_listener, ganymede_hub::router(hub.clone())),
+            (proxy_listener, ganymede_hub::proxy_router(hub, PROXY_TOKEN.into())),
+        ] {
+            let serve_shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                    .await;
+            });
+        }
         let api = Api::new(format!("http://{}", slot.node.api_addr));
+        let proxy_api = Api::new(format!("http://{}", slot.proxy_api_addr)).with_token(Some(PROXY_TOKEN));
         self.hubs.insert(
             node_id,
             TestHub {
                 node_id,
                 raft,
                 api,
+                proxy_api,
                 shutdown,
                 tasks,
             },

@@ -16,6 +16,23 @@ pub struct HubFile {
     pub hub: HubSection,
     pub cluster: ClusterSection,
     pub raft: RaftSection,
+    pub proxy: ProxySection,
+}
+
+/// configurable-http-proxy's routes API, served by every hub replica. Its token comes
+/// from `CONFIGPROXY_AUTH_TOKEN` (never from the file); without one it is not served.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    pub api_bind: String,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            api_bind: "127.0.0.1:8001".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,6 +139,7 @@ pub struct HubConfig {
     pub advertise_raft: Option<String>,
     pub max_body_bytes: usize,
     pub log: String,
+    pub proxy_api_bind: SocketAddr,
     pub initial_members: BTreeMap<u64, Member>,
     pub request_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -245,7 +263,12 @@ fn socket(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
-    let HubFile { hub, cluster, raft } = file;
+    let HubFile {
+        hub,
+        cluster,
+        raft,
+        proxy,
+    } = file;
     if hub.node_id == 0 {
         return Err(invalid("hub.node_id", "must be a positive integer"));
     }
@@ -299,6 +322,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         advertise_raft: non_empty(hub.advertise_raft),
         max_body_bytes: hub.max_body_bytes,
         log: hub.log,
+        proxy_api_bind: socket("proxy.api_bind", &proxy.api_bind)?,
         initial_members,
         request_timeout: duration("cluster.request_timeout", &cluster.request_timeout)?,
         heartbeat_interval,

@@ -16,7 +16,7 @@ use crate::config::HubConfig;
 /// How long in-flight requests may take to finish once shutdown starts.
 const GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(config: HubConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Option<String>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .context("hub.log is not a valid log filter")?;
@@ -34,6 +34,17 @@ pub async fn run(config: HubConfig, admin_token: Option<String>) -> anyhow::Resu
     let raft_listener = tokio::net::TcpListener::bind(config.raft_bind)
         .await
         .with_context(|| format!("cannot listen on hub.raft_bind {}", config.raft_bind))?;
+    let proxy_listener = match &proxy_token {
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(config.proxy_api_bind)
+                .await
+                .with_context(|| format!("cannot listen on proxy.api_bind {}", config.proxy_api_bind))?,
+        ),
+        None => {
+            warn!("CONFIGPROXY_AUTH_TOKEN is not set: the configurable-http-proxy routes API is not served");
+            None
+        }
+    };
     let api_addr = api_listener.local_addr()?;
     let raft_addr = raft_listener.local_addr()?;
     info!(node_id = config.node_id, %api_addr, %raft_addr, data_dir = %config.data_dir.display(), "hub listening");
@@ -83,6 +94,19 @@ pub async fn run(config: HubConfig, admin_token: Option<String>) -> anyhow::Resu
             max_body_bytes: config.max_body_bytes,
         }),
     };
+    if let (Some(listener), Some(token)) = (proxy_listener, proxy_token) {
+        info!(addr = %listener.local_addr()?, "routes API (configurable-http-proxy) listening");
+        let app = ganymede_hub::proxy_router(hub.clone(), token);
+        let serve_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                warn!(error = %err, "routes API stopped");
+            }
+        });
+    }
     let app = ganymede_hub::router(hub);
     let serve_shutdown = shutdown.clone();
     let server = axum::serve(api_listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });

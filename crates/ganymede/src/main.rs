@@ -55,8 +55,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Commands::Hub { config, sets } => {
                 let config = config::load(config.as_deref(), std::env::vars(), &sets)?;
-                let admin_token = std::env::var("GANYMEDE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-                hub::run(config, admin_token).await
+                let secret = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+                hub::run(config, secret("GANYMEDE_ADMIN_TOKEN"), secret("CONFIGPROXY_AUTH_TOKEN")).await
             }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
             Commands::ConfigKeys => {

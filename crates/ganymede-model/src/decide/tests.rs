@@ -193,7 +193,7 @@ fn server_lifecycle() {
         }),
     );
     let state = check(&spawned, ready("alice", "lab", 1), Ok(&["server_ready", "route_added"]));
-    assert_eq!(state.routes["/user/alice/lab/"].target, "http://127.0.0.1:9999");
+    assert_eq!(state.routes["/user/alice/lab"].target, "http://127.0.0.1:9999");
     assert_eq!(state.users["alice"].servers["lab"].phase, ServerPhase::Running);
 
     let running = [create(&["alice"], false), spawn("alice", ""), ready("alice", "", 1)];
@@ -333,8 +333,9 @@ fn routes_and_route_seq() {
         data: serde_json::json!({}),
         at: T0,
     };
-    check(&[], add("/a/"), Ok(&["route_added"]));
-    check(&[add("/a/")], add("/a/"), Ok(&[]));
+    check(&[], add("/a"), Ok(&["route_added"]));
+    check(&[add("/a")], add("/a"), Ok(&["route_added"]));
+    check(&[], add("/a/"), Err(Rejection::InvalidRoutePath { path: "/a/".into() }));
     check(
         &[],
         add("no-slash"),
@@ -358,15 +359,15 @@ fn routes_and_route_seq() {
     check(
         &[],
         Command::RemoveRoute {
-            path: "/a/".into(),
+            path: "/a".into(),
             at: T0,
         },
         Ok(&[]),
     );
     let state = check(
-        &[add("/a/"), create(&["alice"], false), add("/b/")],
+        &[add("/a"), create(&["alice"], false), add("/b")],
         Command::RemoveRoute {
-            path: "/a/".into(),
+            path: "/a".into(),
             at: T0,
         },
         Ok(&["route_removed"]),
@@ -469,7 +470,7 @@ fn assert_consistent(state: &State) {
     }
     for user in state.users.values() {
         for server in user.servers.values() {
-            let routed = state.routes.contains_key(&route_path_for(&user.name, &server.name));
+            let routed = state.routes.contains_key(&route_key_for(&user.name, &server.name));
             assert_eq!(
                 routed,
                 server.phase == ServerPhase::Running,

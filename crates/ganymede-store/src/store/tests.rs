@@ -39,7 +39,7 @@ fn commands() -> Vec<Command> {
             expires_at: None,
             at: T0,
         }),
-        route("/a/"),
+        route("/a"),
         Command::RequestSpawn {
             user: "alice".into(),
             server: "".into(),
@@ -53,9 +53,9 @@ fn commands() -> Vec<Command> {
             url: "http://127.0.0.1:2".into(),
             at: T0,
         },
-        route("/b/"),
+        route("/b"),
         Command::RemoveRoute {
-            path: "/a/".into(),
+            path: "/a".into(),
             at: T0,
         },
         Command::UpdateUser {
