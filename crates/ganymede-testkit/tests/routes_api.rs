@@ -43,36 +43,19 @@ async fn routes_posted_to_one_replica_are_served_by_all() {
     assert_eq!(route["target"], "http://127.0.0.1:9001");
 
     // --- the default route, percent-decoding, and an upsert that replaces the target
-    assert_eq!(
-        cluster
-            .hub(2)
+    for (node, path, target) in [
+        (2, "/api/routes", "http://127.0.0.1:8081"),
+        (3, "/api/routes/user/u%20sp", "http://127.0.0.1:9002"),
+        (3, "/api/routes/user/alice", "http://127.0.0.1:9003"),
+    ] {
+        let (status, _) = cluster
+            .hub(node)
             .proxy_api
-            .post("/api/routes", json!({"target": "http://127.0.0.1:8081"}))
+            .post(path, json!({"target": target}))
             .await
-            .expect("post")
-            .0,
-        201
-    );
-    assert_eq!(
-        cluster
-            .hub(3)
-            .proxy_api
-            .post("/api/routes/user/u%20sp", json!({"target": "http://127.0.0.1:9002"}))
-            .await
-            .expect("post")
-            .0,
-        201
-    );
-    assert_eq!(
-        cluster
-            .hub(3)
-            .proxy_api
-            .post("/api/routes/user/alice", json!({"target": "http://127.0.0.1:9003"}))
-            .await
-            .expect("post")
-            .0,
-        201
-    );
+            .expect("post");
+        assert_eq!(status, 201, "{path}");
+    }
     let (_, routes) = cluster.hub(1).proxy_api.get("/api/routes").await.expect("get");
     let mut keys: Vec<&str> = routes.as_object().expect("object").keys().map(String::as_str).collect();
     keys.sort();
