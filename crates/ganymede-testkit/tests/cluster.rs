@@ -319,11 +319,12 @@ async fn t40_membership_changes_without_downtime() {
     cluster.kill(1).await;
     let leader = cluster.wait_for_leader().await;
     assert_ne!(leader, 1);
-    let status = cluster.hub(4).raft.status();
-    assert_eq!(
-        status.members.iter().map(|m| m.node_id).collect::<BTreeSet<_>>(),
-        BTreeSet::from([2, 3, 4])
-    );
+    // Replica 4's own view follows once the change has replicated to it.
+    eventually("replica 4 sees members 2, 3, 4", PATIENCE, || async {
+        let members: BTreeSet<u64> = cluster.hub(4).raft.status().members.iter().map(|m| m.node_id).collect();
+        (members == BTreeSet::from([2, 3, 4])).then_some(())
+    })
+    .await;
 
     eventually("the new replica has the writes", PATIENCE, || async {
         cluster.hub(4).raft.read_local(|s| (s.users.len() >= 20).then_some(()))
