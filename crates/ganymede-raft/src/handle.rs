@@ -118,7 +118,7 @@ pub(crate) enum Forwarded<T> {
 }
 
 /// A membership change or status query, run on the leader (status: on any replica).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Admin {
     Status,
     AddNode { node_id: u64, node: HubNode, voter: bool },
@@ -594,9 +594,8 @@ impl Inner {
 
     async fn admin(&self, admin: Admin) -> Result<ClusterStatus, ProposeError> {
         let deadline = Instant::now() + self.config.request_timeout;
-        let admin = encode(&admin).map_err(|err| ProposeError::Stopped(err.to_string()))?;
         loop {
-            let request: Admin = decode(&admin).map_err(|err| ProposeError::Stopped(err.to_string()))?;
+            let request = admin.clone();
             let outcome = match self.leader_node() {
                 Some((leader, node)) if leader != self.node_id => match self.admin_on(&node, request).await {
                     Ok(outcome) => outcome,

@@ -407,16 +407,6 @@ impl Store {
         }
     }
 
-    /// Records a new membership without any state change (a membership log entry).
-    pub fn write_membership(&self, applied: &[u8], membership: &[u8]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        let meta = self.cf(layout::META);
-        batch.put_cf(meta, layout::META_APPLIED, applied);
-        batch.put_cf(meta, layout::META_MEMBERSHIP, membership);
-        self.db.write(batch)?;
-        Ok(())
-    }
-
     /// Makes every write so far durable (used before a snapshot lets the log be purged).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;

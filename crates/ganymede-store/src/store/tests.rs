@@ -158,7 +158,13 @@ fn applied_state_survives_reopen_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 1).expect("open");
     let state = apply_all(&store, &commands());
-    store.write_membership(b"applied-m", b"members").expect("membership");
+    let membership_change = AppliedWrite {
+        state: &state,
+        events: &[],
+        applied: b"applied-m",
+        membership: Some(b"members"),
+    };
+    store.write_applied(&[membership_change]).expect("membership");
     drop(store);
     let store = Store::open(dir.path(), 1).expect("reopen");
     let loaded = store.load_state().expect("load");
