@@ -8,6 +8,7 @@ need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
   echo "ops/setup.sh: installing ${need_apt[*]}" >&2
@@ -15,3 +16,6 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# The project-local Python environment: stock JupyterHub and JupyterLab (ops/venv.sh).
+bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh" >/dev/null

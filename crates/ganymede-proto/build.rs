@@ -9,8 +9,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe {
         std::env::set_var("PROTOC", protoc)
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [root.join("ganymede/raft/v1/raft.proto")];
+    // Read at run time, not baked in with env!(): the compiled build script may be reused
+    // from another checkout that shares the target directory.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [
+        root.join("ganymede/raft/v1/raft.proto"),
+        root.join("ganymede/edge/v1/edge.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

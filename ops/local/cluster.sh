@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # A real 3-hub Ganymede cluster on loopback, for a laptop.
 #
-#   ops/local/cluster.sh up          build if needed, start hub1..3, wait for a leader
+#   ops/local/cluster.sh up          build if needed, start hub1..3 and edge1..2, wait for
+#                                    a leader and for the edges' route tables
 #   ops/local/cluster.sh down        stop everything (state is kept)
 #   ops/local/cluster.sh status      one line per process: NAME up|down ROLE
-#   ops/local/cluster.sh kill NAME   SIGKILL one process (e.g. hub2)
+#   ops/local/cluster.sh kill NAME   SIGKILL one process (e.g. hub2, edge1)
 #   ops/local/cluster.sh start NAME  restart it on its data dir and wait until it answers
 #   ops/local/cluster.sh logs NAME   print its log
 #
-# Names and ports (fixed):  hub1 API 127.0.0.1:8081, routes API :8091, raft :8281
-#                           hub2 API 127.0.0.1:8082, routes API :8092, raft :8282
-#                           hub3 API 127.0.0.1:8083, routes API :8093, raft :8283
+# Names and ports (fixed):  hub1 API 127.0.0.1:8081, routes API :8091, raft :8281,
+#                                edge feed gRPC :8381, events (ZeroMQ) :8481
+#                           hub2 API :8082, routes API :8092, raft :8282, :8382, :8482
+#                           hub3 API :8083, routes API :8093, raft :8283, :8383, :8483
+#                           edge1 127.0.0.1:8000 (metrics :9100)
+#                           edge2 127.0.0.1:8010 (metrics :9110)
 # Environment:
 #   GANYMEDE_LOCAL_DIR    where data, logs and pids live (default: <repo>/.local/cluster)
 #   GANYMEDE_ADMIN_TOKEN  the admin token (default: generated once, kept in
 #                         $GANYMEDE_LOCAL_DIR/admin-token)
-#   CONFIGPROXY_AUTH_TOKEN  the routes API token (default: generated once, kept in
-#                         $GANYMEDE_LOCAL_DIR/proxy-token)
+#   CONFIGPROXY_AUTH_TOKEN  the routes API token, also the edges' token for the hubs'
+#                         feed (default: generated once, kept in $GANYMEDE_LOCAL_DIR/proxy-token)
 #   CARGO_TARGET_DIR      where cargo builds (default: ~/.cache/ganymede/target)
 set -euo pipefail
 
@@ -25,12 +29,19 @@ DIR=${GANYMEDE_LOCAL_DIR:-$ROOT/.local/cluster}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
 BIN=$CARGO_TARGET_DIR/debug/ganymede
 HUBS=(hub1 hub2 hub3)
+EDGES=(edge1 edge2)
+ALL=("${HUBS[@]}" "${EDGES[@]}")
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 api_port() { echo $((8080 + ${1#hub})); }
 proxy_port() { echo $((8090 + ${1#hub})); }
 raft_port() { echo $((8280 + ${1#hub})); }
+feed_port() { echo $((8380 + ${1#hub})); }
+events_port() { echo $((8480 + ${1#hub})); }
+edge_port() { echo $((8000 + 10 * (${1#edge} - 1))); }
+edge_metrics_port() { echo $((9100 + 10 * (${1#edge} - 1))); }
+is_edge() { [[ $1 == edge* ]]; }
 
 # A token from the environment, or one generated once into $DIR/<file>.
 token_from() {
@@ -54,6 +65,22 @@ build() {
   fi
 }
 
+write_edge_config() {
+  local name=$1
+  cat > "$DIR/$name.toml" <<TOML
+# Written by ops/local/cluster.sh
+[edge]
+name = "$name"
+bind = "127.0.0.1:$(edge_port "$name")"
+metrics_bind = "127.0.0.1:$(edge_metrics_port "$name")"
+hubs = [
+  { api = "127.0.0.1:8081", grpc = "127.0.0.1:8381", events = "127.0.0.1:8481" },
+  { api = "127.0.0.1:8082", grpc = "127.0.0.1:8382", events = "127.0.0.1:8482" },
+  { api = "127.0.0.1:8083", grpc = "127.0.0.1:8383", events = "127.0.0.1:8483" },
+]
+TOML
+}
+
 write_config() {
   local name=$1 id=${1#hub}
   cat > "$DIR/$name.toml" <<TOML
@@ -66,6 +93,10 @@ raft_bind = "127.0.0.1:$(raft_port "$name")"
 
 [proxy]
 api_bind = "127.0.0.1:$(proxy_port "$name")"
+
+[events]
+grpc_bind = "127.0.0.1:$(feed_port "$name")"
+pub_bind = "127.0.0.1:$(events_port "$name")"
 
 [cluster]
 initial_members = [
@@ -83,7 +114,7 @@ pid_of() {
   pid=$(cat "$file")
   kill -0 "$pid" 2>/dev/null || return 1
   # Only a process we started: its command line names our binary.
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "ganymede hub" || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -Eq "ganymede (hub|edge)" || return 1
   echo "$pid"
 }
 
@@ -99,6 +130,15 @@ has_leader() {
   cluster_json "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["leader_id"] else 1)' 2>/dev/null
 }
 
+# An edge answers once it has loaded the route table from a hub.
+edge_ready() {
+  python3 - "$(edge_metrics_port "$1")" <<'PY' 2>/dev/null
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=1).read().decode()
+sys.exit(0 if "ganymede_edge_snapshots_total" in text else 1)
+PY
+}
+
 wait_until() {
   local what=$1 seconds=$2; shift 2
   local deadline=$((SECONDS + seconds))
@@ -110,27 +150,36 @@ wait_until() {
 
 start_one() {
   local name=$1
-  [[ " ${HUBS[*]} " == *" $name "* ]] || die "unknown process '$name' (known: ${HUBS[*]})"
+  [[ " ${ALL[*]} " == *" $name "* ]] || die "unknown process '$name' (known: ${ALL[*]})"
   if pid_of "$name" >/dev/null; then
     echo "$name is already running"
     return 0
   fi
   mkdir -p "$DIR/$name"
-  write_config "$name"
-  GANYMEDE_ADMIN_TOKEN=$(admin_token) CONFIGPROXY_AUTH_TOKEN=$(proxy_token) nohup "$BIN" hub --config "$DIR/$name.toml" >> "$DIR/$name.log" 2>&1 &
+  if is_edge "$name"; then
+    write_edge_config "$name"
+    CONFIGPROXY_AUTH_TOKEN=$(proxy_token) nohup "$BIN" edge --config "$DIR/$name.toml" >> "$DIR/$name.log" 2>&1 &
+  else
+    write_config "$name"
+    GANYMEDE_ADMIN_TOKEN=$(admin_token) CONFIGPROXY_AUTH_TOKEN=$(proxy_token) nohup "$BIN" hub --config "$DIR/$name.toml" >> "$DIR/$name.log" 2>&1 &
+  fi
   echo $! > "$DIR/$name.pid"
 }
 
 wait_answering() {
-  wait_until "$1 to answer with a leader" 60 has_leader "$1"
+  if is_edge "$1"; then
+    wait_until "$1 to load the route table" 60 edge_ready "$1"
+  else
+    wait_until "$1 to answer with a leader" 60 has_leader "$1"
+  fi
 }
 
 cmd_up() {
   mkdir -p "$DIR"
   chmod 700 "$DIR"
   build
-  for name in "${HUBS[@]}"; do start_one "$name"; done
-  for name in "${HUBS[@]}"; do wait_answering "$name"; done
+  for name in "${ALL[@]}"; do start_one "$name"; done
+  for name in "${ALL[@]}"; do wait_answering "$name"; done
   cmd_status
   echo "admin token: $( [[ -n ${GANYMEDE_ADMIN_TOKEN:-} ]] && echo "\$GANYMEDE_ADMIN_TOKEN" || echo "$DIR/admin-token")"
 }
@@ -146,7 +195,8 @@ stop_pid() {
 }
 
 cmd_down() {
-  for name in "${HUBS[@]}"; do
+  # Edges first: they would only log the hubs going away.
+  for name in "${EDGES[@]}" "${HUBS[@]}"; do
     if pid=$(pid_of "$name"); then stop_pid "$pid"; fi
     rm -f "$DIR/$name.pid"
   done
@@ -154,9 +204,9 @@ cmd_down() {
 
 cmd_status() {
   [[ -x $BIN ]] || build
-  for name in "${HUBS[@]}"; do
+  for name in "${ALL[@]}"; do
     if pid_of "$name" >/dev/null; then
-      echo "$name up $(role_of "$name")"
+      if is_edge "$name"; then echo "$name up edge"; else echo "$name up $(role_of "$name")"; fi
     else
       echo "$name down -"
     fi
@@ -193,5 +243,5 @@ case ${1:-} in
   kill) cmd_kill "${2:-}" ;;
   start) cmd_start "${2:-}" ;;
   logs) cmd_logs "${2:-}" ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -56,9 +56,10 @@ async fn up_status_kill_start_down_keeps_state() {
     let lines = status(dir.path());
     assert_eq!(
         lines.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
-        ["hub1", "hub2", "hub3"]
+        ["hub1", "hub2", "hub3", "edge1", "edge2"]
     );
     assert!(lines.iter().all(|l| l.1 == "up"), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.2 == "edge").count(), 2, "{lines:?}");
     assert_eq!(lines.iter().filter(|l| l.2 == "leader").count(), 1, "{lines:?}");
     assert_eq!(lines.iter().filter(|l| l.2 == "follower").count(), 2, "{lines:?}");
 
@@ -114,4 +115,30 @@ async fn up_status_kill_start_down_keeps_state() {
         .await
         .expect("json");
     assert_eq!(routes["/user/kept"]["target"], "http://127.0.0.1:9999", "{routes}");
+
+    // --- the edges on 8000 and 8010 route it; an edge killed and started again too
+    let upstream = ganymede_testkit::upstream::Upstream::start("kept").await;
+    let added = client
+        .post("http://127.0.0.1:8092/api/routes/user/kept")
+        .header("authorization", &proxy_auth)
+        .json(&serde_json::json!({"target": upstream.target()}))
+        .send()
+        .await
+        .expect("re-add route");
+    assert_eq!(added.status().as_u16(), 201);
+    cluster_sh(dir.path(), &["kill", "edge2"]);
+    assert!(status(dir.path()).iter().any(|l| l.0 == "edge2" && l.1 == "down"));
+    cluster_sh(dir.path(), &["start", "edge2"]);
+    for port in [8000, 8010] {
+        let url = format!("http://127.0.0.1:{port}/user/kept/lab");
+        crate::support::eventually(
+            "the edge to route /user/kept",
+            std::time::Duration::from_secs(20),
+            || async {
+                let response = client.get(&url).send().await.ok()?;
+                (response.headers().get("x-upstream")? == "kept").then_some(())
+            },
+        )
+        .await;
+    }
 }

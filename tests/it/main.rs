@@ -2,7 +2,9 @@
 //! with SIGKILL and restarted from their data directories.
 
 mod bad_start;
+mod edge;
 mod failover;
+mod jupyterhub;
 mod local_cluster;
 mod membership;
 mod support;

@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod edge_feed;
 mod error;
 mod provision;
 mod proxy_api;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use ganymede_raft::RaftHandle;
 
+pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use provision::provision;
 pub use proxy_api::proxy_router;

@@ -5,3 +5,9 @@ pub mod raft {
         tonic::include_proto!("ganymede.raft.v1");
     }
 }
+
+pub mod edge {
+    pub mod v1 {
+        tonic::include_proto!("ganymede.edge.v1");
+    }
+}

@@ -303,6 +303,21 @@ impl RaftHandle {
         self.inner.store.events_after(seq, limit)
     }
 
+    /// The newest applied `route_seq`, as it changes.
+    pub fn subscribe_route_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.subscribe_route_seq()
+    }
+
+    /// Up to `limit` route events after `route_seq`, from this replica's event log;
+    /// `None` when the log no longer reaches back that far.
+    pub fn route_events_after(
+        &self,
+        route_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ganymede_model::Sequenced>>, ganymede_store::StoreError> {
+        self.inner.store.route_events_after(route_seq, limit)
+    }
+
     /// Asks Raft to build a snapshot now and purge the log behind it (operators, tests).
     pub async fn snapshot_now(&self) -> Result<(), ProposeError> {
         let raft = &self.inner.raft;

@@ -25,6 +25,8 @@ pub struct SharedState {
     state: RwLock<State>,
     /// The index of the last applied entry, for waiters (followers serving reads).
     applied_index: watch::Sender<u64>,
+    /// The state's `route_seq`, for the route event publisher.
+    route_seq: watch::Sender<u64>,
 }
 
 impl SharedState {
@@ -40,6 +42,10 @@ impl SharedState {
 
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    pub fn subscribe_route_seq(&self) -> watch::Receiver<u64> {
+        self.route_seq.subscribe()
     }
 }
 
@@ -186,11 +192,13 @@ impl StateMachine {
             None => None,
         };
         let applied_index = position.last_applied.map_or(0, |log_id| log_id.index);
+        let route_seq = loaded.state.route_seq;
         Ok(StateMachine {
             store,
             shared: Arc::new(SharedState {
                 state: RwLock::new(loaded.state),
                 applied_index: watch::Sender::new(applied_index),
+                route_seq: watch::Sender::new(route_seq),
             }),
             position: Arc::new(Mutex::new(position)),
             current_snapshot: Arc::new(Mutex::new(current_snapshot)),
@@ -220,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut chunks = (&mut entries).ready_chunks(APPLY_BATCH);
         while let Some(chunk) = chunks.next().await {
             let mut responses = Vec::with_capacity(chunk.len());
-            let applied_index = {
+            let (applied_index, route_seq) = {
                 // The position moves under the state lock, so that a snapshot built
                 // concurrently sees a state and a position that belong together.
                 let mut state = self
@@ -260,9 +268,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     membership: membership.as_deref(),
                 };
                 self.store.write_applied(&[write]).map_err(io::Error::other)?;
-                position.last_applied.map_or(0, |log_id| log_id.index)
+                (position.last_applied.map_or(0, |log_id| log_id.index), state.route_seq)
             };
             self.shared.applied_index.send_replace(applied_index);
+            self.shared
+                .route_seq
+                .send_if_modified(|seq| std::mem::replace(seq, route_seq) != route_seq);
             for (responder, outcome) in responses {
                 if let Some(responder) = responder {
                     responder.send(outcome);
@@ -294,6 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(io::Error::other)?;
             self.store.put_snapshot(&bytes).map_err(io::Error::other)?;
             *state = payload.state;
+            self.shared.route_seq.send_replace(state.route_seq);
             *lock(&self.position) = Position {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),

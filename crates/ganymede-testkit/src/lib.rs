@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod process;
+pub mod upstream;
 
 /// The admin token every test cluster provisions.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";

@@ -12,6 +12,8 @@ use crate::eventually;
 
 /// The admin token process clusters provision.
 pub const PROCESS_ADMIN_TOKEN: &str = "it-admin-token-5f1e0c9a7b3d";
+/// The routes API token (`CONFIGPROXY_AUTH_TOKEN`), which edges also present.
+pub const PROCESS_PROXY_TOKEN: &str = "it-proxy-token-0d9c8b7a6f5e";
 
 /// The binary under test: `$GANYMEDE_BIN`, or `ganymede` next to this test's `deps/`.
 pub fn ganymede_bin() -> PathBuf {
@@ -43,15 +45,29 @@ pub struct HubProcess {
     pub node_id: u64,
     pub api_port: u16,
     pub raft_port: u16,
+    /// configurable-http-proxy's routes API.
+    pub proxy_port: u16,
+    /// The edge feed: gRPC and ZeroMQ.
+    pub feed_port: u16,
+    pub events_port: u16,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
 }
 
 /// A cluster of hub processes in a temporary directory.
+pub struct EdgeProcess {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
 pub struct ProcessCluster {
     pub dir: tempfile::TempDir,
     pub hubs: Vec<HubProcess>,
+    pub edges: Vec<EdgeProcess>,
     client: reqwest::Client,
 }
 
@@ -63,6 +79,9 @@ impl ProcessCluster {
                 node_id,
                 api_port: free_port(),
                 raft_port: free_port(),
+                proxy_port: free_port(),
+                feed_port: free_port(),
+                events_port: free_port(),
                 config: dir.path().join(format!("hub{node_id}.toml")),
                 log: dir.path().join(format!("hub{node_id}.log")),
                 child: None,
@@ -79,12 +98,13 @@ impl ProcessCluster {
             .collect();
         for hub in &hubs {
             let config = format!(
-                "[hub]\nnode_id = {}\ndata_dir = \"{}\"\napi_bind = \"127.0.0.1:{}\"\nraft_bind = \"127.0.0.1:{}\"\nlog = \"info\"\n\n[cluster]\ninitial_members = [{}]\n",
+                "[hub]\nnode_id = {}\ndata_dir = \"{}\"\napi_bind = \"127.0.0.1:{}\"\nraft_bind = \"127.0.0.1:{}\"\nlog = \"info\"\n\n[cluster]\ninitial_members = [{}]\n{}",
                 hub.node_id,
                 dir.path().join(format!("hub{}", hub.node_id)).display(),
                 hub.api_port,
                 hub.raft_port,
-                members.join(", ")
+                members.join(", "),
+                hub.feed_config(),
             );
             std::fs::write(&hub.config, config).expect("write config");
         }
@@ -92,7 +112,12 @@ impl ProcessCluster {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
-        ProcessCluster { dir, hubs, client }
+        ProcessCluster {
+            dir,
+            hubs,
+            edges: Vec::new(),
+            client,
+        }
     }
 
     /// Adds hub `N+1` with no initial members: started, it waits to be added with
@@ -103,15 +128,19 @@ impl ProcessCluster {
             node_id,
             api_port: free_port(),
             raft_port: free_port(),
+            proxy_port: free_port(),
+            feed_port: free_port(),
+            events_port: free_port(),
             config: self.dir.path().join(format!("hub{node_id}.toml")),
             log: self.dir.path().join(format!("hub{node_id}.log")),
             child: None,
         };
         let config = format!(
-            "[hub]\nnode_id = {node_id}\ndata_dir = \"{}\"\napi_bind = \"127.0.0.1:{}\"\nraft_bind = \"127.0.0.1:{}\"\n",
+            "[hub]\nnode_id = {node_id}\ndata_dir = \"{}\"\napi_bind = \"127.0.0.1:{}\"\nraft_bind = \"127.0.0.1:{}\"\n{}",
             self.dir.path().join(format!("hub{node_id}")).display(),
             hub.api_port,
             hub.raft_port,
+            hub.feed_config(),
         );
         std::fs::write(&hub.config, config).expect("write config");
         self.hubs.push(hub);
@@ -138,6 +167,7 @@ impl ProcessCluster {
             .args(["hub", "--config"])
             .arg(&hub.config)
             .env("GANYMEDE_ADMIN_TOKEN", PROCESS_ADMIN_TOKEN)
+            .env("CONFIGPROXY_AUTH_TOKEN", PROCESS_PROXY_TOKEN)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -213,8 +243,167 @@ impl ProcessCluster {
     }
 }
 
+impl HubProcess {
+    fn feed_config(&self) -> String {
+        format!(
+            "\n[proxy]\napi_bind = \"127.0.0.1:{}\"\n\n[events]\ngrpc_bind = \"127.0.0.1:{}\"\npub_bind = \"127.0.0.1:{}\"\n",
+            self.proxy_port, self.feed_port, self.events_port
+        )
+    }
+
+    /// This hub as an `[edge] hubs` entry.
+    pub fn edge_entry(&self) -> String {
+        format!(
+            "{{ api = \"127.0.0.1:{}\", grpc = \"127.0.0.1:{}\", events = \"127.0.0.1:{}\" }}",
+            self.api_port, self.feed_port, self.events_port
+        )
+    }
+}
+
+impl ProcessCluster {
+    /// Adds an edge that knows every hub (and `extra_hubs`, raw `[edge] hubs` entries);
+    /// returns its index. Start it with [`ProcessCluster::start_edge`].
+    pub fn add_edge(&mut self, extra_hubs: &[String]) -> usize {
+        let hubs: Vec<String> = self
+            .hubs
+            .iter()
+            .map(HubProcess::edge_entry)
+            .chain(extra_hubs.iter().cloned())
+            .collect();
+        self.add_edge_with_hubs(&hubs)
+    }
+
+    /// Adds an edge that knows exactly `hubs` (raw `[edge] hubs` entries).
+    pub fn add_edge_with_hubs(&mut self, hubs: &[String]) -> usize {
+        let index = self.edges.len();
+        let edge = EdgeProcess {
+            port: free_port(),
+            metrics_port: free_port(),
+            config: self.dir.path().join(format!("edge{index}.toml")),
+            log: self.dir.path().join(format!("edge{index}.log")),
+            child: None,
+        };
+        let config = format!(
+            "[edge]\nname = \"edge{index}\"\nbind = \"127.0.0.1:{}\"\nmetrics_bind = \"127.0.0.1:{}\"\nhubs = [{}]\nhealth_interval = \"250ms\"\n",
+            edge.port,
+            edge.metrics_port,
+            hubs.join(", ")
+        );
+        std::fs::write(&edge.config, config).expect("write edge config");
+        self.edges.push(edge);
+        index
+    }
+
+    pub fn start_edge(&mut self, index: usize) {
+        let edge = &mut self.edges[index];
+        assert!(edge.child.is_none(), "edge{index} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&edge.log)
+            .expect("log file");
+        let child = Command::new(ganymede_bin())
+            .args(["edge", "--config"])
+            .arg(&edge.config)
+            .env("CONFIGPROXY_AUTH_TOKEN", PROCESS_PROXY_TOKEN)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ganymede edge");
+        edge.child = Some(child);
+    }
+
+    pub fn kill_edge(&mut self, index: usize) {
+        if let Some(mut child) = self.edges[index].child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    pub fn edge_url(&self, index: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.edges[index].port)
+    }
+
+    /// The edge's route table as it reports it: `(route_seq, {path: target})`.
+    pub async fn edge_routes(&self, index: usize) -> Option<(u64, std::collections::BTreeMap<String, String>)> {
+        let url = format!("http://127.0.0.1:{}/routes", self.edges[index].metrics_port);
+        let body: Value = self.client.get(url).send().await.ok()?.json().await.ok()?;
+        let routes = body["routes"]
+            .as_object()?
+            .iter()
+            .map(|(path, target)| (path.clone(), target.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        Some((body["route_seq"].as_u64()?, routes))
+    }
+
+    /// One counter or gauge from the edge's metrics page (summed over labels).
+    pub async fn edge_metric(&self, index: usize, name: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.edges[index].metrics_port);
+        let text = self.client.get(url).send().await.ok()?.text().await.ok()?;
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|line| line.split(['{', ' ']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// The hubs' route table through hub `node_id`'s routes API: `{path: target}`.
+    pub async fn hub_routes(&self, node_id: u64) -> Option<std::collections::BTreeMap<String, String>> {
+        let url = format!("http://127.0.0.1:{}/api/routes", self.hub(node_id).proxy_port);
+        let response = self
+            .client
+            .get(url)
+            .header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        Some(
+            body.as_object()?
+                .iter()
+                .map(|(path, data)| (path.clone(), data["target"].as_str().unwrap_or_default().to_owned()))
+                .collect(),
+        )
+    }
+
+    /// `POST` (with a target) or `DELETE` (without) a route through hub `node_id`'s
+    /// routes API; the status, or `None` when the hub did not answer.
+    pub async fn set_route(&self, node_id: u64, path: &str, target: Option<&str>) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{}/api/routes{path}", self.hub(node_id).proxy_port);
+        let request = match target {
+            Some(target) => self.client.post(url).json(&serde_json::json!({ "target": target })),
+            None => self.client.delete(url),
+        };
+        let response = request
+            .header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
+    pub fn edge_logs(&self) -> String {
+        self.edges
+            .iter()
+            .map(|edge| std::fs::read_to_string(&edge.log).unwrap_or_default())
+            .collect()
+    }
+}
+
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        for edge in &mut self.edges {
+            if let Some(mut child) = edge.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         for hub in &mut self.hubs {
             if let Some(mut child) = hub.child.take() {
                 let _ = child.kill();

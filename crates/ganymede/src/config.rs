@@ -17,6 +17,25 @@ pub struct HubFile {
     pub cluster: ClusterSection,
     pub raft: RaftSection,
     pub proxy: ProxySection,
+    pub events: EventsSection,
+}
+
+/// The edge feed: gRPC snapshots and gap repair, and the ZeroMQ PUB socket of route
+/// events. Served with the proxy token (`CONFIGPROXY_AUTH_TOKEN`), which edges present.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    pub grpc_bind: String,
+    pub pub_bind: String,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            grpc_bind: "127.0.0.1:8381".into(),
+            pub_bind: "127.0.0.1:8481".into(),
+        }
+    }
 }
 
 /// configurable-http-proxy's routes API, served by every hub replica. Its token comes
@@ -140,6 +159,8 @@ pub struct HubConfig {
     pub max_body_bytes: usize,
     pub log: String,
     pub proxy_api_bind: SocketAddr,
+    pub events_grpc_bind: SocketAddr,
+    pub events_pub_bind: SocketAddr,
     pub initial_members: BTreeMap<u64, Member>,
     pub request_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -159,35 +180,38 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
     }
 }
 
-/// Every key path of the file format, e.g. `hub.node_id`, with the environment
+/// Every key path of the hub's file format, e.g. `hub.node_id`, with the environment
 /// variable that overrides it.
 pub fn keys() -> Vec<(String, String)> {
-    let defaults = toml::Value::try_from(HubFile::default()).expect("the default config serializes");
-    let mut keys = Vec::new();
+    // Arrays of tables are empty by default and so absent from the serialized defaults.
+    keys_of(&HubFile::default(), &["cluster.initial_members"])
+}
+
+/// The key paths of any sectioned file format, from its serialized defaults.
+pub fn keys_of<F: Serialize>(defaults: &F, extra: &[&str]) -> Vec<(String, String)> {
+    let defaults = toml::Value::try_from(defaults).expect("the default config serializes");
+    let mut keys: Vec<String> = extra.iter().map(|key| (*key).to_owned()).collect();
     if let toml::Value::Table(sections) = defaults {
         for (section, table) in sections {
             if let toml::Value::Table(table) = table {
-                for key in table.keys() {
-                    keys.push((
-                        format!("{section}.{key}"),
-                        format!("GANYMEDE_{}_{}", section, key).to_uppercase(),
-                    ));
-                }
+                keys.extend(table.keys().map(|key| format!("{section}.{key}")));
             }
         }
     }
-    // Arrays of tables are empty by default and so absent from the serialized defaults.
-    keys.push((
-        "cluster.initial_members".into(),
-        "GANYMEDE_CLUSTER_INITIAL_MEMBERS".into(),
-    ));
+    let mut keys: Vec<(String, String)> = keys
+        .into_iter()
+        .map(|key| {
+            let var = format!("GANYMEDE_{}", key.replace('.', "_")).to_uppercase();
+            (key, var)
+        })
+        .collect();
     keys.sort();
     keys.dedup();
     keys
@@ -210,6 +234,16 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     sets: &[String],
 ) -> Result<HubConfig, ConfigError> {
+    validate(load_file(file, env, sets, &keys())?)
+}
+
+/// Reads a sectioned TOML file and applies the overrides of `keys`.
+pub fn load_file<F: serde::de::DeserializeOwned>(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+    keys: &[(String, String)],
+) -> Result<F, ConfigError> {
     let mut table: toml::Table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -220,10 +254,9 @@ pub fn load(
         }
         None => toml::Table::new(),
     };
-    let keys = keys();
     let env: BTreeMap<String, String> = env.into_iter().collect();
     let mut overrides: Vec<(String, String)> = Vec::new();
-    for (key, var) in &keys {
+    for (key, var) in keys {
         if let Some(value) = env.get(var) {
             overrides.push((key.clone(), value.clone()));
         }
@@ -246,18 +279,17 @@ pub fn load(
             .ok_or_else(|| invalid(section, "must be a table"))?;
         section_table.insert(name.to_owned(), override_value(&value));
     }
-    let file: HubFile = toml::Value::Table(table)
+    toml::Value::Table(table)
         .try_into()
-        .map_err(|err: toml::de::Error| ConfigError::Parse(err.to_string()))?;
-    validate(file)
+        .map_err(|err: toml::de::Error| ConfigError::Parse(err.to_string()))
 }
 
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text)
         .map_err(|err| invalid(key, format!("{text:?} is not a duration ({err}); write e.g. \"250ms\"")))
 }
 
-fn socket(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn socket(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
         .map_err(|_| invalid(key, format!("{text:?} is not an ip:port address")))
 }
@@ -268,6 +300,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         cluster,
         raft,
         proxy,
+        events,
     } = file;
     if hub.node_id == 0 {
         return Err(invalid("hub.node_id", "must be a positive integer"));
@@ -323,6 +356,8 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         max_body_bytes: hub.max_body_bytes,
         log: hub.log,
         proxy_api_bind: socket("proxy.api_bind", &proxy.api_bind)?,
+        events_grpc_bind: socket("events.grpc_bind", &events.grpc_bind)?,
+        events_pub_bind: socket("events.pub_bind", &events.pub_bind)?,
         initial_members,
         request_timeout: duration("cluster.request_timeout", &cluster.request_timeout)?,
         heartbeat_interval,

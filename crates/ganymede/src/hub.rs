@@ -45,6 +45,18 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
             None
         }
     };
+    let edge_feed = match &proxy_token {
+        Some(_) => {
+            let grpc = tokio::net::TcpListener::bind(config.events_grpc_bind)
+                .await
+                .with_context(|| format!("cannot listen on events.grpc_bind {}", config.events_grpc_bind))?;
+            let publisher = ganymede_events::Publisher::bind(config.events_pub_bind)
+                .await
+                .with_context(|| format!("cannot listen on events.pub_bind {}", config.events_pub_bind))?;
+            Some((grpc, publisher))
+        }
+        None => None,
+    };
     let api_addr = api_listener.local_addr()?;
     let raft_addr = raft_listener.local_addr()?;
     info!(node_id = config.node_id, %api_addr, %raft_addr, data_dir = %config.data_dir.display(), "hub listening");
@@ -94,6 +106,23 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
             max_body_bytes: config.max_body_bytes,
         }),
     };
+    if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {
+        let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));
+        info!(grpc = %grpc.local_addr()?, events = publisher.endpoint(), "edge feed listening");
+        tasks.spawn(publisher.run(feed.clone(), shutdown.clone()));
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let service = ganymede_events::RoutesService::new(feed, token.clone());
+        let serve_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, serve_shutdown.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                warn!(error = %err, "edge feed gRPC stopped");
+            }
+        });
+    }
     if let (Some(listener), Some(token)) = (proxy_listener, proxy_token) {
         info!(addr = %listener.local_addr()?, "routes API (configurable-http-proxy) listening");
         let app = ganymede_hub::proxy_router(hub.clone(), token);
@@ -121,7 +150,8 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     served.context("the API server failed")
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+pub(crate) async fn stop_on_signal(shutdown: CancellationToken) {
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
         Err(err) => {

@@ -3,6 +3,8 @@
 
 mod cluster_cli;
 mod config;
+mod edge;
+mod edge_config;
 mod hub;
 
 use std::path::PathBuf;
@@ -28,6 +30,15 @@ enum Commands {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Override one configuration key, e.g. `--set hub.node_id=2`; repeatable.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Run one edge proxy (routes users' traffic; stateless, follows the hubs).
+    Edge {
+        /// The TOML configuration file (see ops/edge.example.toml); optional.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override one configuration key, e.g. `--set edge.bind=127.0.0.1:8010`; repeatable.
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         sets: Vec<String>,
     },
@@ -58,9 +69,19 @@ fn main() -> std::process::ExitCode {
                 let secret = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
                 hub::run(config, secret("GANYMEDE_ADMIN_TOKEN"), secret("CONFIGPROXY_AUTH_TOKEN")).await
             }
+            Commands::Edge { config, sets } => {
+                let (config, log) = edge_config::load(config.as_deref(), std::env::vars(), &sets)?;
+                let token = std::env::var("CONFIGPROXY_AUTH_TOKEN")
+                    .ok()
+                    .filter(|token| !token.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("CONFIGPROXY_AUTH_TOKEN must be set: the edge presents it to the hubs")
+                    })?;
+                edge::run(config, log, token).await
+            }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
             Commands::ConfigKeys => {
-                for (key, var) in config::keys() {
+                for (key, var) in config::keys().into_iter().chain(edge_config::keys()) {
                     println!("{key:40} {var}");
                 }
                 Ok(())

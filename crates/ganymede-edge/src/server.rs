@@ -1,0 +1,251 @@
+//! Wiring: the listener and its connections, the route subscriber, hub health checks,
+//! and the metrics page; ordered shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::errors::Error;
+use ganymede_events::{Subscriber, SubscriberConfig};
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::EdgeConfig;
+use crate::hubs::HubPool;
+use crate::pages::{Body, full};
+use crate::proxy::Proxy;
+
+mod errors {
+    /// Why the edge could not start.
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        #[error("cannot listen on {addr}: {source}")]
+        Bind {
+            addr: std::net::SocketAddr,
+            source: std::io::Error,
+        },
+        #[error("bad hub address: {0}")]
+        Hub(String),
+        #[error("cannot install the metrics recorder: {0}")]
+        Metrics(String),
+    }
+}
+
+pub use self::errors::Error as EdgeError;
+
+/// Runs an edge until `shutdown`: binds first (a busy port fails at once), then serves.
+/// `token` is the edge token (`CONFIGPROXY_AUTH_TOKEN`) presented to the hubs.
+pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.bind).await.map_err(|source| Error::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let metrics_listener = match config.metrics_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let recorder = metrics_listener.as_ref().map(|_| install_recorder()).transpose()?;
+    info!(addr = %listener.local_addr().map_err(|source| Error::Bind { addr: config.bind, source })?, "edge listening");
+
+    let tasks = TaskTracker::new();
+    let subscriber = Subscriber::new(SubscriberConfig {
+        hubs: config.hubs.iter().map(|hub| hub.feed.clone()).collect(),
+        token,
+        repair_delay: Duration::from_millis(20),
+        silence_poll: Duration::from_secs(2),
+    })
+    .map_err(|err| Error::Hub(err.to_string()))?;
+    let table = subscriber.table();
+    let stats = subscriber.stats();
+    tasks.spawn(subscriber.run(shutdown.clone()));
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.upstream_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let hubs = Arc::new(HubPool::new(config.hubs.iter().map(|hub| hub.api.clone())));
+    tasks.spawn(
+        hubs.clone()
+            .check_health(client.clone(), config.health_interval, shutdown.clone()),
+    );
+
+    if let (Some(listener), Some(handle)) = (metrics_listener, recorder) {
+        let table = table.clone();
+        let stats = stats.clone();
+        let routes_table = table.clone();
+        let refresh = move || {
+            let table = table.load();
+            metrics::gauge!("ganymede_edge_routes").set(table.len() as f64);
+            metrics::gauge!("ganymede_edge_route_seq").set(table.route_seq() as f64);
+            let newest = stats.newest_seen.load(std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("ganymede_edge_route_seq_lag").set(newest.saturating_sub(table.route_seq()) as f64);
+        };
+        // The table as this edge holds it, for convergence checks against the hubs'.
+        let routes = move || {
+            let table = routes_table.load();
+            let routes: serde_json::Map<String, serde_json::Value> = table
+                .iter()
+                .map(|entry| (entry.path.to_string(), entry.target.to_string().into()))
+                .collect();
+            serde_json::json!({"route_seq": table.route_seq(), "routes": routes}).to_string()
+        };
+        tasks.spawn(serve_metrics(listener, handle, shutdown.clone(), refresh, routes));
+    }
+
+    let proxy = Arc::new(Proxy {
+        table,
+        hubs,
+        client,
+        host_routing: config.host_routing,
+        response_timeout: config.upstream_response_timeout,
+        scheme: "http",
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = metrics::gauge!("ganymede_edge_open_connections");
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, remote).await) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        let open = open.clone();
+        tasks.spawn(async move {
+            open.increment(1);
+            if let Err(err) = connection.await {
+                debug!(error = %err, "connection ended with an error");
+            }
+            open.decrement(1);
+        });
+    }
+    drop(listener);
+    info!("edge shutting down");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(config.shutdown_grace) => warn!("connections still open after the grace period"),
+    }
+    tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait()).await.is_err() {
+        warn!("edge tasks did not stop within the grace period");
+    }
+    Ok(())
+}
+
+fn install_recorder() -> Result<PrometheusHandle, Error> {
+    const SECONDS: &[f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets(SECONDS)
+        .map_err(|err| Error::Metrics(err.to_string()))?
+        .install_recorder()
+        .map_err(|err| Error::Metrics(err.to_string()))
+}
+
+async fn serve_metrics(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+    refresh: impl Fn() + Send + Sync + 'static,
+    routes: impl Fn() -> String + Send + Sync + 'static,
+) {
+    let refresh = Arc::new(refresh);
+    let routes = Arc::new(routes);
+    let upkeep_handle = handle.clone();
+    let upkeep_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = upkeep_shutdown.cancelled() => return,
+                _ = ticks.tick() => upkeep_handle.run_upkeep(),
+            }
+        }
+    });
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+        };
+        let handle = handle.clone();
+        let refresh = refresh.clone();
+        let routes = routes.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let handle = handle.clone();
+            let refresh = refresh.clone();
+            let routes = routes.clone();
+            async move {
+                let response = if request.uri().path() == "/metrics" {
+                    refresh();
+                    let mut response = Response::new(full(handle.render()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    response
+                } else if request.uri().path() == "/routes" {
+                    let mut response = Response::new(full(routes()));
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                    response
+                } else {
+                    let mut response = Response::new(full("not found\n"));
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                    response
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,151 @@
+//! The edge's configuration: `[edge]` in a TOML file, overridden like the hub's
+//! (`GANYMEDE_EDGE_<KEY>`, `--set edge.key=value`).
+
+use std::time::Duration;
+
+use ganymede_edge::{EdgeConfig, HubAddrs, HubEndpoint};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, duration, invalid, keys_of, load_file, socket};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeFile {
+    pub edge: EdgeSection,
+}
+
+/// One hub replica: its HTTP API and its edge feed (gRPC and ZeroMQ), as `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubEntry {
+    pub api: String,
+    pub grpc: String,
+    pub events: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSection {
+    pub name: String,
+    pub bind: String,
+    /// Prometheus metrics at `/metrics`; empty to serve none.
+    pub metrics_bind: String,
+    /// Every hub replica the edge may use: it subscribes to all of them.
+    pub hubs: Vec<HubEntry>,
+    pub host_routing: bool,
+    pub header_read_timeout: String,
+    pub max_header_bytes: usize,
+    pub upstream_connect_timeout: String,
+    pub upstream_response_timeout: String,
+    pub upstream_idle_timeout: String,
+    pub health_interval: String,
+    pub log: String,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        EdgeSection {
+            name: "edge".into(),
+            bind: "0.0.0.0:8000".into(),
+            metrics_bind: "127.0.0.1:9100".into(),
+            hubs: vec![HubEntry {
+                api: "127.0.0.1:8081".into(),
+                grpc: "127.0.0.1:8381".into(),
+                events: "127.0.0.1:8481".into(),
+            }],
+            host_routing: false,
+            header_read_timeout: "30s".into(),
+            max_header_bytes: 64 * 1024,
+            upstream_connect_timeout: "5s".into(),
+            upstream_response_timeout: "300s".into(),
+            upstream_idle_timeout: "60s".into(),
+            health_interval: "1s".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+pub fn keys() -> Vec<(String, String)> {
+    keys_of(&EdgeFile::default(), &[])
+}
+
+/// The validated configuration and the log filter.
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<(EdgeConfig, String), ConfigError> {
+    let EdgeFile { edge } = load_file(file, env, sets, &keys())?;
+    if edge.hubs.is_empty() {
+        return Err(invalid("edge.hubs", "list at least one hub"));
+    }
+    let mut hubs = Vec::new();
+    for hub in &edge.hubs {
+        socket("edge.hubs.api", &hub.api)?;
+        socket("edge.hubs.grpc", &hub.grpc)?;
+        socket("edge.hubs.events", &hub.events)?;
+        hubs.push(HubAddrs {
+            api: hub.api.clone(),
+            feed: HubEndpoint {
+                grpc: format!("http://{}", hub.grpc),
+                events: format!("tcp://{}", hub.events),
+            },
+        });
+    }
+    let positive = |key: &str, text: &str| -> Result<Duration, ConfigError> {
+        let value = duration(key, text)?;
+        if value.is_zero() {
+            return Err(invalid(key, "must be positive"));
+        }
+        Ok(value)
+    };
+    if !(1024..=1024 * 1024).contains(&edge.max_header_bytes) {
+        return Err(invalid("edge.max_header_bytes", "must be between 1024 and 1048576"));
+    }
+    let mut config = EdgeConfig::new(socket("edge.bind", &edge.bind)?, hubs);
+    config.name = edge.name;
+    config.metrics_bind = if edge.metrics_bind.is_empty() {
+        None
+    } else {
+        Some(socket("edge.metrics_bind", &edge.metrics_bind)?)
+    };
+    config.host_routing = edge.host_routing;
+    config.header_read_timeout = positive("edge.header_read_timeout", &edge.header_read_timeout)?;
+    config.max_header_bytes = edge.max_header_bytes;
+    config.upstream_connect_timeout = positive("edge.upstream_connect_timeout", &edge.upstream_connect_timeout)?;
+    config.upstream_response_timeout = positive("edge.upstream_response_timeout", &edge.upstream_response_timeout)?;
+    config.upstream_idle_timeout = positive("edge.upstream_idle_timeout", &edge.upstream_idle_timeout)?;
+    config.health_interval = positive("edge.health_interval", &edge.health_interval)?;
+    Ok((config, edge.log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_env_overrides_hubs() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/edge.example.toml");
+        let (config, log) = load(Some(&path), Vec::new(), &[]).expect("example parses");
+        assert_eq!(config.bind.to_string(), "0.0.0.0:8000");
+        assert_eq!(log, "info");
+        let env = vec![(
+            "GANYMEDE_EDGE_HUBS".to_owned(),
+            r#"[{api="127.0.0.1:1", grpc="127.0.0.1:2", events="127.0.0.1:3"}, {api="127.0.0.1:4", grpc="127.0.0.1:5", events="127.0.0.1:6"}]"#.to_owned(),
+        )];
+        let (config, _) = load(None, env, &["edge.bind=127.0.0.1:8010".into()]).expect("overrides apply");
+        assert_eq!(config.hubs.len(), 2);
+        assert_eq!(config.hubs[1].feed.events, "tcp://127.0.0.1:6");
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8010");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = load(None, Vec::new(), &["edge.hubs=[]".into()]).expect_err("no hubs");
+        assert!(err.to_string().contains("edge.hubs"), "{err}");
+        let err = load(None, Vec::new(), &["edge.health_interval=0s".into()]).expect_err("zero");
+        assert!(err.to_string().contains("edge.health_interval"), "{err}");
+        let err = load(None, Vec::new(), &["edge.bindd=1".into()]).expect_err("typo");
+        assert!(err.to_string().contains("no such config key"), "{err}");
+    }
+}
