@@ -28,6 +28,8 @@ pub struct EdgeConfig {
     /// A name for this edge in logs and activity reports.
     pub name: String,
     pub bind: SocketAddr,
+    /// Worker threads, each with its own listener (SO_REUSEPORT) and runtime.
+    pub workers: usize,
     /// Prometheus metrics (`/metrics`); none to serve none.
     pub metrics_bind: Option<SocketAddr>,
     pub hubs: Vec<HubAddrs>,
@@ -53,6 +55,7 @@ impl EdgeConfig {
         EdgeConfig {
             name: "edge".into(),
             bind,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metrics_bind: None,
             hubs,
             host_routing: false,

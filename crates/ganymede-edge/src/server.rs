@@ -45,10 +45,20 @@ pub use self::errors::Error as EdgeError;
 /// Runs an edge until `shutdown`: binds first (a busy port fails at once), then serves.
 /// `token` is the edge token (`CONFIGPROXY_AUTH_TOKEN`) presented to the hubs.
 pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken) -> Result<(), Error> {
-    let listener = TcpListener::bind(config.bind).await.map_err(|source| Error::Bind {
+    let bind_error = |source| Error::Bind {
         addr: config.bind,
         source,
-    })?;
+    };
+    // One listener per worker thread on the same port (SO_REUSEPORT: the kernel spreads
+    // connections), each served by its own single-threaded runtime with its own upstream
+    // pool — no cross-thread wake-ups on the request path, like nginx's workers.
+    let workers = config.workers.max(1);
+    let first = reuseport_listener(config.bind).map_err(bind_error)?;
+    let local = first.local_addr().map_err(bind_error)?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(reuseport_listener(local).map_err(bind_error)?);
+    }
     let metrics_listener = match config.metrics_bind {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -58,7 +68,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         None => None,
     };
     let recorder = metrics_listener.as_ref().map(|_| install_recorder()).transpose()?;
-    info!(addr = %listener.local_addr().map_err(|source| Error::Bind { addr: config.bind, source })?, "edge listening");
+    info!(addr = %local, workers, "edge listening");
 
     let tasks = TaskTracker::new();
     let subscriber = Subscriber::new(SubscriberConfig {
@@ -72,13 +82,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
     let stats = subscriber.stats();
     tasks.spawn(subscriber.run(shutdown.clone()));
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.upstream_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let client = upstream_client(&config);
     let hubs = Arc::new(HubPool::new(config.hubs.iter().map(|hub| hub.api.clone())));
     tasks.spawn(
         hubs.clone()
@@ -108,69 +112,147 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         tasks.spawn(serve_metrics(listener, handle, shutdown.clone(), refresh, routes));
     }
 
-    let proxy = Arc::new(Proxy {
-        table,
-        hubs,
-        client,
-        host_routing: config.host_routing,
-        response_timeout: config.upstream_response_timeout,
-        scheme: "http",
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(config.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = metrics::gauge!("ganymede_edge_open_connections");
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+    let mut threads = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let listener = listener.into_std().map_err(bind_error)?;
+        let worker = Worker {
+            config: config.clone(),
+            table: table.clone(),
+            hubs: hubs.clone(),
+            shutdown: shutdown.clone(),
         };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, remote).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        let open = open.clone();
-        tasks.spawn(async move {
-            open.increment(1);
-            if let Err(err) = connection.await {
-                debug!(error = %err, "connection ended with an error");
-            }
-            open.decrement(1);
-        });
+        let thread = std::thread::Builder::new()
+            .name(format!("edge-worker-{index}"))
+            .spawn(move || worker.run(listener))
+            .map_err(bind_error)?;
+        threads.push(thread);
     }
-    drop(listener);
+    shutdown.cancelled().await;
     info!("edge shutting down");
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(config.shutdown_grace) => warn!("connections still open after the grace period"),
-    }
+    let joined = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    });
+    let _ = tokio::time::timeout(config.shutdown_grace * 2, joined).await;
     tasks.close();
     if tokio::time::timeout(config.shutdown_grace, tasks.wait()).await.is_err() {
         warn!("edge tasks did not stop within the grace period");
     }
     Ok(())
+}
+
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+fn upstream_client(config: &EdgeConfig) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.upstream_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// One worker thread: a current-thread runtime serving its own listener.
+struct Worker {
+    config: EdgeConfig,
+    table: Arc<arc_swap::ArcSwap<ganymede_events::RouteTable>>,
+    hubs: Arc<HubPool>,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    fn run(self, listener: std::net::TcpListener) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                warn!(error = %err, "cannot start an edge worker");
+                self.shutdown.cancel();
+                return;
+            }
+        };
+        runtime.block_on(self.serve(listener));
+    }
+
+    async fn serve(self, listener: std::net::TcpListener) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                warn!(error = %err, "cannot adopt the listener");
+                self.shutdown.cancel();
+                return;
+            }
+        };
+        let config = &self.config;
+        let proxy = Arc::new(Proxy {
+            table: self.table.clone(),
+            hubs: self.hubs.clone(),
+            client: upstream_client(config),
+            host_routing: config.host_routing,
+            response_timeout: config.upstream_response_timeout,
+            scheme: "http",
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.max_header_bytes as u32)
+            .keep_alive_interval(Duration::from_secs(30));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let open = metrics::gauge!("ganymede_edge_open_connections");
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = proxy.clone();
+            let service = service_fn(move |request: Request<Incoming>| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, remote).await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            let open = open.clone();
+            tokio::spawn(async move {
+                open.increment(1);
+                if let Err(err) = connection.await {
+                    debug!(error = %err, "connection ended with an error");
+                }
+                open.decrement(1);
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(config.shutdown_grace) => warn!("connections still open after the grace period"),
+        }
+    }
 }
 
 fn install_recorder() -> Result<PrometheusHandle, Error> {

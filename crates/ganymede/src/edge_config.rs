@@ -28,6 +28,8 @@ pub struct HubEntry {
 pub struct EdgeSection {
     pub name: String,
     pub bind: String,
+    /// Worker threads serving traffic; 0 for one per CPU core.
+    pub workers: usize,
     /// Prometheus metrics at `/metrics`; empty to serve none.
     pub metrics_bind: String,
     /// Every hub replica the edge may use: it subscribes to all of them.
@@ -47,6 +49,7 @@ impl Default for EdgeSection {
         EdgeSection {
             name: "edge".into(),
             bind: "0.0.0.0:8000".into(),
+            workers: 0,
             metrics_bind: "127.0.0.1:9100".into(),
             hubs: vec![HubEntry {
                 api: "127.0.0.1:8081".into(),
@@ -104,6 +107,9 @@ pub fn load(
     }
     let mut config = EdgeConfig::new(socket("edge.bind", &edge.bind)?, hubs);
     config.name = edge.name;
+    if edge.workers > 0 {
+        config.workers = edge.workers;
+    }
     config.metrics_bind = if edge.metrics_bind.is_empty() {
         None
     } else {
