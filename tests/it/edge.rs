@@ -372,3 +372,51 @@ async fn the_table_converges_through_a_lossy_reordering_stream() {
     println!("converged at route_seq {edge_seq} after {repairs} repairs");
     relay.abort();
 }
+
+/// Requests through an edge move the route's `last_activity` on the hubs (in batches),
+/// as configurable-http-proxy's does: only responses below 300 count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_through_an_edge_reaches_the_hubs_routes_api() {
+    let mut cluster = ProcessCluster::new(1);
+    cluster.start_all();
+    cluster.leader().await;
+    let alice = Upstream::start("alice").await;
+    let edge = cluster.add_edge(&[]);
+    cluster.start_edge(edge);
+    assert_eq!(
+        cluster.set_route(1, "/user/alice", Some(&alice.target())).await,
+        Some(201)
+    );
+    converged(&cluster, edge, 1).await;
+    let client = client();
+    let routes_url = format!("http://127.0.0.1:{}/api/routes", cluster.hub(1).proxy_port);
+    let last_activity = || async {
+        let routes: serde_json::Value = client
+            .get(&routes_url)
+            .header(
+                "authorization",
+                format!("token {}", ganymede_testkit::process::PROCESS_PROXY_TOKEN),
+            )
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        routes["/user/alice"]["last_activity"].as_str().map(str::to_owned)
+    };
+    let added = last_activity().await.expect("last_activity when added");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        served_by(&client, &cluster.edge_url(edge, "/user/alice/api/status"))
+            .await
+            .as_deref(),
+        Some("alice")
+    );
+    let used = eventually("the route's activity to reach the hub", DEADLINE, || async {
+        let now = last_activity().await?;
+        (now > added).then_some(now)
+    })
+    .await;
+    assert!(used > added, "{used} > {added}");
+}

@@ -2,6 +2,7 @@
 //! (`ganymede-events`), routes each request by the longest matching path prefix to its
 //! target, and sends everything else to a healthy hub replica.
 
+mod activity;
 mod hubs;
 mod pages;
 mod proxy;
@@ -44,6 +45,8 @@ pub struct EdgeConfig {
     pub upstream_response_timeout: Duration,
     /// Upstream keep-alive connections idle longer than this are closed.
     pub upstream_idle_timeout: Duration,
+    /// How often route activity is reported to the hubs.
+    pub activity_interval: Duration,
     /// How often each hub's `/hub/health` is checked.
     pub health_interval: Duration,
     /// How long open requests may take to finish on shutdown.
@@ -64,6 +67,7 @@ impl EdgeConfig {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(300),
             upstream_idle_timeout: Duration::from_secs(60),
+            activity_interval: Duration::from_secs(5),
             health_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
         }

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use crate::activity::{Activity, now_ms};
 use crate::hubs::HubPool;
 use crate::pages::{self, Body};
 
@@ -28,6 +29,9 @@ pub struct Proxy {
     pub response_timeout: Duration,
     /// `https` when the edge terminates TLS.
     pub scheme: &'static str,
+    pub activity: Arc<Activity>,
+    /// This worker's activity shard.
+    pub worker: usize,
 }
 
 /// What kind of route served a request, for metrics (a bounded label set).
@@ -131,6 +135,7 @@ impl Proxy {
         let (kind, response) = match route {
             Some(route) => {
                 let kind = Kind::of(&route.path);
+                let route_key = route.path.clone();
                 let response = match &route.upstream {
                     Upstream::Http {
                         scheme,
@@ -155,6 +160,10 @@ impl Proxy {
                         )
                     }
                 };
+                // configurable-http-proxy's rule: a response below 300 is activity.
+                if response.status().as_u16() < 300 {
+                    self.activity.record(self.worker, &route_key, now_ms());
+                }
                 (kind, response)
             }
             None => (Kind::Hub, self.to_hub(request, websocket, accept.as_ref()).await),

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::EdgeConfig;
+use crate::activity::Activity;
 use crate::hubs::HubPool;
 use crate::pages::{Body, full};
 use crate::proxy::Proxy;
@@ -80,6 +81,14 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
     .map_err(|err| Error::Hub(err.to_string()))?;
     let table = subscriber.table();
     let stats = subscriber.stats();
+    let activity = Arc::new(Activity::new(workers));
+    tasks.spawn(crate::activity::report(
+        activity.clone(),
+        subscriber.clients(),
+        config.name.clone(),
+        config.activity_interval,
+        shutdown.clone(),
+    ));
     tasks.spawn(subscriber.run(shutdown.clone()));
 
     let client = upstream_client(&config);
@@ -116,6 +125,8 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
     for (index, listener) in listeners.into_iter().enumerate() {
         let listener = listener.into_std().map_err(bind_error)?;
         let worker = Worker {
+            index,
+            activity: activity.clone(),
             config: config.clone(),
             table: table.clone(),
             hubs: hubs.clone(),
@@ -167,6 +178,8 @@ fn upstream_client(config: &EdgeConfig) -> Client<HttpConnector, Body> {
 
 /// One worker thread: a current-thread runtime serving its own listener.
 struct Worker {
+    index: usize,
+    activity: Arc<Activity>,
     config: EdgeConfig,
     table: Arc<arc_swap::ArcSwap<ganymede_events::RouteTable>>,
     hubs: Arc<HubPool>,
@@ -203,6 +216,8 @@ impl Worker {
             host_routing: config.host_routing,
             response_timeout: config.upstream_response_timeout,
             scheme: "http",
+            activity: self.activity.clone(),
+            worker: self.index,
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

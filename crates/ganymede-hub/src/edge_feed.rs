@@ -3,10 +3,13 @@
 
 use futures::future::BoxFuture;
 use ganymede_events::{EventsKey, RouteSource};
-use ganymede_model::{Event, Sequenced};
+use ganymede_model::{Command, Event, RouteUse, Sequenced};
 use ganymede_proto::edge::v1::{ActivityReport, Route, RouteEvent, route_event::Change};
 use ganymede_raft::RaftHandle;
 use tokio::sync::watch;
+
+/// Routes per activity report: an edge splits bigger batches.
+pub const MAX_ROUTES_PER_REPORT: usize = 10_000;
 
 pub struct EdgeFeed {
     raft: RaftHandle,
@@ -72,7 +75,32 @@ impl RouteSource for EdgeFeed {
         Ok(events.map(|events| events.into_iter().filter_map(route_event).collect()))
     }
 
-    fn record_activity(&self, _report: ActivityReport) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async { Err("activity reports are not accepted yet".to_owned()) })
+    /// One command per report, however many requests it counts (never one per request).
+    fn record_activity(&self, report: ActivityReport) -> BoxFuture<'static, Result<(), String>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            if report.routes.len() > MAX_ROUTES_PER_REPORT {
+                return Err(format!(
+                    "an activity report may name at most {MAX_ROUTES_PER_REPORT} routes"
+                ));
+            }
+            let routes: Vec<RouteUse> = report
+                .routes
+                .into_iter()
+                .filter(|route| !route.path.is_empty())
+                .map(|route| RouteUse {
+                    path: route.path,
+                    last_activity: route.last_activity_ms,
+                })
+                .collect();
+            if routes.is_empty() {
+                return Ok(());
+            }
+            let command = Command::RecordActivity {
+                routes,
+                at: crate::render::now_millis(),
+            };
+            raft.propose(command).await.map(|_| ()).map_err(|err| err.to_string())
+        })
     }
 }

@@ -85,6 +85,17 @@ pub enum Command {
     },
     /// Remove a proxy route; removing a missing route is a no-op, as in CHP.
     RemoveRoute { path: String, at: Timestamp },
+    /// One batch of activity an edge saw: the newest use of each route. Updates the
+    /// routes' `last_activity` and, for a user's server route, the user's and server's.
+    RecordActivity { routes: Vec<RouteUse>, at: Timestamp },
+}
+
+/// The newest request through one route that counts as activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteUse {
+    pub path: String,
+    pub last_activity: Timestamp,
 }
 
 /// The parts of a new API token that the proposer chooses.
@@ -116,7 +127,8 @@ impl Command {
             | Command::RequestStop { at, .. }
             | Command::MarkServerStopped { at, .. }
             | Command::AddRoute { at, .. }
-            | Command::RemoveRoute { at, .. } => *at,
+            | Command::RemoveRoute { at, .. }
+            | Command::RecordActivity { at, .. } => *at,
         }
     }
 
@@ -137,6 +149,7 @@ impl Command {
             Command::MarkServerStopped { .. } => "mark_server_stopped",
             Command::AddRoute { .. } => "add_route",
             Command::RemoveRoute { .. } => "remove_route",
+            Command::RecordActivity { .. } => "record_activity",
         }
     }
 }

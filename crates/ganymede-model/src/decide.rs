@@ -2,12 +2,16 @@
 //! without changing anything; [`evolve`] folds one event into the state; [`apply`] does
 //! both and numbers the events.
 
+use std::collections::BTreeMap;
+
 use thiserror::Error;
 
 use crate::command::{Command, TokenRequest};
 use crate::event::{Event, Sequenced};
 use crate::names;
-use crate::state::{ClusterInfo, Route, Server, ServerPhase, Service, State, Token, TokenOwner, User, route_key_for};
+use crate::state::{
+    ClusterInfo, Route, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User, route_key_for,
+};
 
 /// Why a command was refused. Refusals change nothing and are returned to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
@@ -359,7 +363,53 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 at: *at,
             }])
         }
+        Command::RecordActivity { routes, at } => Ok(record_activity(state, routes, *at)),
     }
+}
+
+/// Keeps only what moves a timestamp forward; an edge's clock ahead of the proposer's is
+/// clamped to the command's time. Routes that are gone are ignored (the edge lagged).
+fn record_activity(state: &State, uses: &[crate::command::RouteUse], at: Timestamp) -> Vec<Event> {
+    let mut routes: BTreeMap<String, Timestamp> = BTreeMap::new();
+    let mut servers: BTreeMap<(String, String), Timestamp> = BTreeMap::new();
+    for route_use in uses {
+        let Some(route) = state.routes.get(&route_use.path) else {
+            continue;
+        };
+        let when = route_use.last_activity.min(at);
+        if when > route.last_activity {
+            let newest = routes.entry(route.path.clone()).or_insert(when);
+            *newest = (*newest).max(when);
+        }
+        let user = route.data.get("user").and_then(|user| user.as_str());
+        let server = route
+            .data
+            .get("server_name")
+            .and_then(|server| server.as_str())
+            .unwrap_or("");
+        let Some(user) = user.and_then(|user| state.users.get(user)) else {
+            continue;
+        };
+        let server_seen = user.servers.get(server).and_then(|server| server.last_activity);
+        if user.last_activity.is_none_or(|seen| when > seen) || server_seen.is_none_or(|seen| when > seen) {
+            let newest = servers.entry((user.name.clone(), server.to_owned())).or_insert(when);
+            *newest = (*newest).max(when);
+        }
+    }
+    if routes.is_empty() && servers.is_empty() {
+        return Vec::new();
+    }
+    vec![Event::ActivityRecorded {
+        routes: routes.into_iter().collect(),
+        servers: servers
+            .into_iter()
+            .map(|((user, server), last_activity)| crate::event::ServerActivity {
+                user,
+                server,
+                last_activity,
+            })
+            .collect(),
+    }]
 }
 
 /// The events that take a server from wherever it is to stopped, dropping its route.
@@ -545,6 +595,22 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
         }
         Event::RouteRemoved { path, .. } => {
             state.routes.remove(path);
+        }
+        Event::ActivityRecorded { routes, servers } => {
+            for (path, when) in routes {
+                if let Some(route) = state.routes.get_mut(path) {
+                    route.last_activity = route.last_activity.max(*when);
+                }
+            }
+            for activity in servers {
+                if let Some(user) = state.users.get_mut(&activity.user) {
+                    let when = activity.last_activity;
+                    user.last_activity = Some(user.last_activity.map_or(when, |seen| seen.max(when)));
+                    if let Some(server) = user.servers.get_mut(&activity.server) {
+                        server.last_activity = Some(server.last_activity.map_or(when, |seen| seen.max(when)));
+                    }
+                }
+            }
         }
     }
 }

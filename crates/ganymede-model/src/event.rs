@@ -77,6 +77,21 @@ pub enum Event {
         path: String,
         at: Timestamp,
     },
+    /// Newer activity: routes' `last_activity`, and users' (with their server's) where a
+    /// route belongs to a user's server.
+    ActivityRecorded {
+        routes: Vec<(String, Timestamp)>,
+        servers: Vec<ServerActivity>,
+    },
+}
+
+/// Activity on one user's server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerActivity {
+    pub user: String,
+    pub server: String,
+    pub last_activity: Timestamp,
 }
 
 /// An event with its place in the event log.
@@ -133,6 +148,13 @@ impl Event {
             | Event::ServerStopped { user, .. } => vec![Key::User(user.clone())],
             Event::RouteAdded { route } => vec![Key::Route(route.path.clone())],
             Event::RouteRemoved { path, .. } => vec![Key::Route(path.clone())],
+            Event::ActivityRecorded { routes, servers } => {
+                let mut keys: Vec<Key> = routes.iter().map(|(path, _)| Key::Route(path.clone())).collect();
+                keys.extend(servers.iter().map(|activity| Key::User(activity.user.clone())));
+                keys.sort();
+                keys.dedup();
+                keys
+            }
         }
     }
 }

@@ -14,9 +14,9 @@ mod event;
 pub mod names;
 mod state;
 
-pub use command::{Command, TokenRequest};
+pub use command::{Command, RouteUse, TokenRequest};
 pub use decide::{Rejection, apply, decide, evolve};
-pub use event::{Event, Key, Sequenced};
+pub use event::{Event, Key, Sequenced, ServerActivity};
 pub use state::{
     ClusterInfo, Group, Route, Secret, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User,
     route_path_for,

@@ -284,7 +284,7 @@ impl ProcessCluster {
             child: None,
         };
         let config = format!(
-            "[edge]\nname = \"edge{index}\"\nbind = \"127.0.0.1:{}\"\nmetrics_bind = \"127.0.0.1:{}\"\nhubs = [{}]\nhealth_interval = \"250ms\"\n",
+            "[edge]\nname = \"edge{index}\"\nbind = \"127.0.0.1:{}\"\nmetrics_bind = \"127.0.0.1:{}\"\nhubs = [{}]\nhealth_interval = \"250ms\"\nactivity_interval = \"300ms\"\n",
             edge.port,
             edge.metrics_port,
             hubs.join(", ")

@@ -41,6 +41,8 @@ pub struct EdgeSection {
     pub upstream_response_timeout: String,
     pub upstream_idle_timeout: String,
     pub health_interval: String,
+    /// How often route activity is reported to the hubs (one command per report).
+    pub activity_interval: String,
     pub log: String,
 }
 
@@ -63,6 +65,7 @@ impl Default for EdgeSection {
             upstream_response_timeout: "300s".into(),
             upstream_idle_timeout: "60s".into(),
             health_interval: "1s".into(),
+            activity_interval: "5s".into(),
             log: "info".into(),
         }
     }
@@ -122,6 +125,7 @@ pub fn load(
     config.upstream_response_timeout = positive("edge.upstream_response_timeout", &edge.upstream_response_timeout)?;
     config.upstream_idle_timeout = positive("edge.upstream_idle_timeout", &edge.upstream_idle_timeout)?;
     config.health_interval = positive("edge.health_interval", &edge.health_interval)?;
+    config.activity_interval = positive("edge.activity_interval", &edge.activity_interval)?;
     Ok((config, edge.log))
 }
 

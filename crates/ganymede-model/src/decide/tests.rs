@@ -375,6 +375,47 @@ fn routes_and_route_seq() {
     assert_eq!((state.event_seq, state.route_seq), (4, 3));
 }
 
+fn activity(path: &str, last_activity: i64) -> Command {
+    Command::RecordActivity {
+        routes: vec![crate::RouteUse {
+            path: path.into(),
+            last_activity,
+        }],
+        at: T0 + 1_000,
+    }
+}
+
+#[test]
+fn activity_moves_timestamps_forward_only() {
+    let running = [create(&["alice"], false), spawn("alice", ""), ready("alice", "", 1)];
+    let state = check(&running, activity("/user/alice", T0 + 500), Ok(&["activity_recorded"]));
+    let user = &state.users["alice"];
+    assert_eq!(state.routes["/user/alice"].last_activity, T0 + 500);
+    assert_eq!(user.last_activity, Some(T0 + 500));
+    assert_eq!(user.servers[""].last_activity, Some(T0 + 500));
+
+    let mut seen = running.to_vec();
+    seen.push(activity("/user/alice", T0 + 500));
+    check(&seen, activity("/user/alice", T0 + 100), Ok(&[]));
+    check(&seen, activity("/user/gone", T0 + 900), Ok(&[]));
+    // An edge's clock running ahead is clamped to the proposer's time.
+    let state = check(
+        &running,
+        activity("/user/alice", T0 + 99_999),
+        Ok(&["activity_recorded"]),
+    );
+    assert_eq!(state.routes["/user/alice"].last_activity, T0 + 1_000);
+    // A route without a user (CHP data of a service, say) moves only itself.
+    let service = Command::AddRoute {
+        path: "/services/x".into(),
+        target: "http://127.0.0.1:1".into(),
+        data: serde_json::json!({"service": "x"}),
+        at: T0,
+    };
+    let state = check(&[service], activity("/services/x", T0 + 5), Ok(&["activity_recorded"]));
+    assert_eq!(state.routes["/services/x"].last_activity, T0 + 5);
+}
+
 /// A random command over a small universe of names, so that commands collide often.
 fn any_command() -> impl Strategy<Value = Command> {
     let user = prop::sample::select(vec!["alice", "bob", "carol"]).prop_map(String::from);
@@ -433,6 +474,16 @@ fn any_command() -> impl Strategy<Value = Command> {
                 server,
                 spawn_id,
                 at,
+            }
+        }),
+        (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| {
+            let path = crate::state::route_key_for(&user, &server);
+            Command::RecordActivity {
+                routes: vec![crate::RouteUse {
+                    path,
+                    last_activity: at,
+                }],
+                at: at + 10,
             }
         }),
         (user, server, 1u64..6, at).prop_map(|(user, server, spawn_id, at)| {
