@@ -6,6 +6,12 @@
 //!   `RaftHandle` (the path every API write takes, minus HTTP).
 //! - `failover`: time from `kill -9` of the leader process to the first acknowledged
 //!   write through a surviving hub's HTTP API, over several trials.
+//! - `propagation`: a route committed through the routes API → served by every edge
+//!   (3 hubs, 4 edges), p50/p99.
+//! - `scale`: 100,000 routes: edge RSS, lookup latency with few and many routes, and an
+//!   edge's cold start from a snapshot.
+//! - The proxy data path against configurable-http-proxy and nginx is
+//!   `benches/proxy/run.sh` (it drives wrk, nginx and node).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +44,18 @@ enum Scenario {
     Failover {
         #[arg(long, default_value_t = 10)]
         trials: usize,
+    },
+    /// Route propagation: commit → served by every edge.
+    Propagation {
+        #[arg(long, default_value_t = 200)]
+        routes: usize,
+        #[arg(long, default_value_t = 4)]
+        edges: usize,
+    },
+    /// An edge with many routes: memory, lookup cost, cold start.
+    Scale {
+        #[arg(long, default_value_t = 100_000)]
+        routes: usize,
     },
 }
 
@@ -72,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
             through,
         } => writes(clients, duration, &through).await,
         Scenario::Failover { trials } => failover(trials).await,
+        Scenario::Propagation { routes, edges } => propagation(routes, edges).await,
+        Scenario::Scale { routes } => scale(routes).await,
     }
 }
 
@@ -203,6 +223,188 @@ async fn failover(trials: usize) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({"scenario": "failover", "trials": trials, "p50_ms": ms(p50), "p99_ms": ms(p99), "max_ms": ms(max)})
+    );
+    Ok(())
+}
+
+/// A cluster of 3 hubs and `edges` edges, with every edge's table loaded.
+async fn edge_cluster(edges: usize) -> ProcessCluster {
+    let mut cluster = ProcessCluster::new(3);
+    cluster.start_all();
+    cluster.leader().await;
+    for _ in 0..edges {
+        let edge = cluster.add_edge(&[]);
+        cluster.start_edge(edge);
+    }
+    for edge in 0..edges {
+        ganymede_testkit::eventually("the edge to load its table", Duration::from_secs(30), || {
+            cluster.edge_routes(edge)
+        })
+        .await;
+    }
+    cluster
+}
+
+/// Whether `url` is answered by the upstream (marked `x-upstream`).
+async fn upstream_serves(client: &reqwest::Client, url: &str) -> bool {
+    match client.get(url).send().await {
+        Ok(response) => response.headers().contains_key("x-upstream"),
+        Err(_) => false,
+    }
+}
+
+async fn propagation(routes: usize, edges: usize) -> anyhow::Result<()> {
+    let cluster = edge_cluster(edges).await;
+    let upstream = ganymede_testkit::upstream::Upstream::start("bench").await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let mut samples = Vec::with_capacity(routes);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for index in 0..routes {
+        if Instant::now() > deadline {
+            break;
+        }
+        let path = format!("/user/p{index}");
+        // Through a follower's routes API half the time: forwarding is part of the path.
+        let hub = 1 + (index % 3) as u64;
+        let status = cluster.set_route(hub, &path, Some(&upstream.target())).await;
+        anyhow::ensure!(status == Some(201), "route add answered {status:?}");
+        let committed = Instant::now();
+        let urls: Vec<String> = (0..edges)
+            .map(|edge| cluster.edge_url(edge, &format!("{path}/x")))
+            .collect();
+        let mut pending: Vec<&String> = urls.iter().collect();
+        while !pending.is_empty() {
+            let checks = futures::future::join_all(pending.iter().map(|url| upstream_serves(&client, url))).await;
+            pending = pending
+                .into_iter()
+                .zip(checks)
+                .filter(|(_, served)| !served)
+                .map(|(url, _)| url)
+                .collect();
+            anyhow::ensure!(
+                committed.elapsed() < Duration::from_secs(10),
+                "route {path} never reached every edge"
+            );
+        }
+        samples.push(committed.elapsed());
+    }
+    samples.sort();
+    println!(
+        "route propagation, 3 hubs, {edges} edges, {} routes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (goal p99 < 10 ms)",
+        samples.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(percentile(&samples, 1.0)),
+    );
+    println!(
+        "{}",
+        serde_json::json!({"scenario": "propagation", "edges": edges, "routes": samples.len(),
+            "p50_ms": ms(percentile(&samples, 0.5)), "p99_ms": ms(percentile(&samples, 0.99))})
+    );
+    Ok(())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Mean latency of `count` sequential requests through the edge.
+async fn lookup_latency(client: &reqwest::Client, url: &str, count: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for _ in 0..count {
+        let response = client.get(url).send().await?;
+        anyhow::ensure!(response.headers().contains_key("x-upstream"), "not routed: {url}");
+        response.bytes().await?;
+    }
+    Ok(started.elapsed() / count as u32)
+}
+
+async fn scale(routes: usize) -> anyhow::Result<()> {
+    let mut cluster = edge_cluster(1).await;
+    let upstream = ganymede_testkit::upstream::Upstream::start("bench").await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let pid = cluster.edge_pid(0).ok_or_else(|| anyhow::anyhow!("edge not running"))?;
+    anyhow::ensure!(cluster.set_route(1, "/user/probe", Some(&upstream.target())).await == Some(201));
+    let probe = cluster.edge_url(0, "/user/probe/api/status");
+    ganymede_testkit::eventually("the probe route", Duration::from_secs(10), || async {
+        upstream_serves(&client, &probe).await.then_some(())
+    })
+    .await;
+    lookup_latency(&client, &probe, 200).await?;
+    let few = lookup_latency(&client, &probe, 2000).await?;
+    let rss_before = rss_mib(pid);
+
+    let started = Instant::now();
+    let target = upstream.target();
+    let mut next = 0usize;
+    while next < routes {
+        let batch: Vec<usize> = (next..(next + 256).min(routes)).collect();
+        next += batch.len();
+        let adds = batch.iter().map(|index| {
+            let path = format!("/user/u{index}");
+            let cluster = &cluster;
+            let target = &target;
+            async move { cluster.set_route(1 + (*index % 3) as u64, &path, Some(target)).await }
+        });
+        for status in futures::future::join_all(adds).await {
+            anyhow::ensure!(status == Some(201), "route add answered {status:?}");
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "adding routes took too long"
+        );
+    }
+    let added_in = started.elapsed();
+    let expected = routes + 1;
+    ganymede_testkit::eventually("the edge to hold every route", Duration::from_secs(60), || async {
+        let (_, table) = cluster.edge_routes(0).await?;
+        (table.len() == expected).then_some(())
+    })
+    .await;
+    lookup_latency(&client, &probe, 200).await?;
+    let many = lookup_latency(&client, &probe, 2000).await?;
+    let rss_after = rss_mib(pid);
+
+    // Cold start: a fresh edge process loads the whole table from a hub's snapshot.
+    cluster.kill_edge(0);
+    let restarted = Instant::now();
+    cluster.start_edge(0);
+    let last = cluster.edge_url(0, &format!("/user/u{}/x", routes - 1));
+    ganymede_testkit::eventually(
+        "the restarted edge to serve the last route",
+        Duration::from_secs(60),
+        || async { upstream_serves(&client, &last).await.then_some(()) },
+    )
+    .await;
+    let cold_start = restarted.elapsed();
+    let rss_cold = cluster.edge_pid(0).map_or(0.0, rss_mib);
+
+    println!(
+        "{routes} routes added through the routes API in {:.1} s ({:.0}/s)",
+        added_in.as_secs_f64(),
+        routes as f64 / added_in.as_secs_f64()
+    );
+    println!(
+        "edge RSS: {rss_before:.1} MiB with 1 route, {rss_after:.1} MiB with {expected} (goal < 150 MB); {rss_cold:.1} MiB after a cold start"
+    );
+    println!(
+        "sequential request through the edge: {:.3} ms with 1 route, {:.3} ms with {expected} (lookup cost flat)",
+        ms(few),
+        ms(many)
+    );
+    println!(
+        "cold start to serving the full table: {:.0} ms (goal < 1 s)",
+        ms(cold_start)
+    );
+    println!(
+        "{}",
+        serde_json::json!({"scenario": "scale", "routes": routes, "rss_mib_one": rss_before, "rss_mib_all": rss_after,
+            "rss_mib_cold": rss_cold, "request_ms_one": ms(few), "request_ms_all": ms(many), "cold_start_ms": ms(cold_start)})
     );
     Ok(())
 }

@@ -8,3 +8,4 @@ mod jupyterhub;
 mod local_cluster;
 mod membership;
 mod support;
+mod tls;

@@ -7,12 +7,14 @@ mod hubs;
 mod pages;
 mod proxy;
 mod server;
+mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use ganymede_events::HubEndpoint;
 pub use server::{EdgeError, run};
+pub use tls::{TlsError, TlsFiles};
 
 /// One hub replica as an edge sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct EdgeConfig {
     /// A name for this edge in logs and activity reports.
     pub name: String,
     pub bind: SocketAddr,
+    /// Serve HTTPS (ALPN h2, http/1.1) with these PEM files; reloaded on SIGHUP.
+    pub tls: Option<TlsFiles>,
     /// Worker threads, each with its own listener (SO_REUSEPORT) and runtime.
     pub workers: usize,
     /// Prometheus metrics (`/metrics`); none to serve none.
@@ -58,6 +62,7 @@ impl EdgeConfig {
         EdgeConfig {
             name: "edge".into(),
             bind,
+            tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metrics_bind: None,
             hubs,

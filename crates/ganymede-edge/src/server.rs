@@ -24,6 +24,7 @@ use crate::activity::Activity;
 use crate::hubs::HubPool;
 use crate::pages::{Body, full};
 use crate::proxy::Proxy;
+use crate::tls::Tls;
 
 mod errors {
     /// Why the edge could not start.
@@ -38,6 +39,8 @@ mod errors {
         Hub(String),
         #[error("cannot install the metrics recorder: {0}")]
         Metrics(String),
+        #[error(transparent)]
+        Tls(#[from] crate::tls::TlsError),
     }
 }
 
@@ -53,6 +56,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
     // One listener per worker thread on the same port (SO_REUSEPORT: the kernel spreads
     // connections), each served by its own single-threaded runtime with its own upstream
     // pool — no cross-thread wake-ups on the request path, like nginx's workers.
+    let tls = config.tls.clone().map(Tls::new).transpose()?.map(Arc::new);
     let workers = config.workers.max(1);
     let first = reuseport_listener(config.bind).map_err(bind_error)?;
     let local = first.local_addr().map_err(bind_error)?;
@@ -90,6 +94,9 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         shutdown.clone(),
     ));
     tasks.spawn(subscriber.run(shutdown.clone()));
+    if let Some(tls) = &tls {
+        tasks.spawn(reload_on_sighup(tls.clone(), shutdown.clone()));
+    }
 
     let client = upstream_client(&config);
     let hubs = Arc::new(HubPool::new(config.hubs.iter().map(|hub| hub.api.clone())));
@@ -127,6 +134,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         let worker = Worker {
             index,
             activity: activity.clone(),
+            tls: tls.clone(),
             config: config.clone(),
             table: table.clone(),
             hubs: hubs.clone(),
@@ -151,6 +159,27 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         warn!("edge tasks did not stop within the grace period");
     }
     Ok(())
+}
+
+/// SIGHUP re-reads the certificate and key: new handshakes use them, open connections
+/// keep theirs. A bad file is logged and the old configuration kept.
+async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(err) => {
+            warn!(error = %err, "cannot watch SIGHUP: certificates will not reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangups.recv() => match tls.reload() {
+                Ok(()) => info!(cert = %tls.cert_path().display(), "TLS certificate reloaded"),
+                Err(err) => warn!(error = %err, "TLS reload failed; keeping the previous certificate"),
+            },
+        }
+    }
 }
 
 fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -180,6 +209,7 @@ fn upstream_client(config: &EdgeConfig) -> Client<HttpConnector, Body> {
 struct Worker {
     index: usize,
     activity: Arc<Activity>,
+    tls: Option<Arc<Tls>>,
     config: EdgeConfig,
     table: Arc<arc_swap::ArcSwap<ganymede_events::RouteTable>>,
     hubs: Arc<HubPool>,
@@ -215,7 +245,7 @@ impl Worker {
             client: upstream_client(config),
             host_routing: config.host_routing,
             response_timeout: config.upstream_response_timeout,
-            scheme: "http",
+            scheme: if self.tls.is_some() { "https" } else { "http" },
             activity: self.activity.clone(),
             worker: self.index,
         });
@@ -230,6 +260,7 @@ impl Worker {
             .timer(TokioTimer::new())
             .max_header_list_size(config.max_header_bytes as u32)
             .keep_alive_interval(Duration::from_secs(30));
+        let builder = Arc::new(builder);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let open = metrics::gauge!("ganymede_edge_open_connections");
         loop {
@@ -251,16 +282,45 @@ impl Worker {
                 let proxy = proxy.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, remote).await) }
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
             let open = open.clone();
-            tokio::spawn(async move {
-                open.increment(1);
-                if let Err(err) = connection.await {
-                    debug!(error = %err, "connection ended with an error");
+            match &self.tls {
+                None => {
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection.into_owned());
+                    tokio::spawn(async move {
+                        open.increment(1);
+                        if let Err(err) = connection.await {
+                            debug!(error = %err, "connection ended with an error");
+                        }
+                        open.decrement(1);
+                    });
                 }
-                open.decrement(1);
-            });
+                Some(tls) => {
+                    // The handshake runs in the connection's task, under the same
+                    // deadline as a request's headers (slow handshakes are slowloris too).
+                    let acceptor = tls.acceptor();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let deadline = config.header_read_timeout;
+                    tokio::spawn(async move {
+                        let stream = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                debug!(error = %err, "TLS handshake failed");
+                                metrics::counter!("ganymede_edge_tls_handshake_failures_total").increment(1);
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        open.increment(1);
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        if let Err(err) = watcher.watch(connection.into_owned()).await {
+                            debug!(error = %err, "connection ended with an error");
+                        }
+                        open.decrement(1);
+                    });
+                }
+            }
         }
         drop(listener);
         tokio::select! {

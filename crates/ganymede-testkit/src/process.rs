@@ -322,6 +322,11 @@ impl ProcessCluster {
         }
     }
 
+    /// The edge's process id while it runs (for RSS and the like).
+    pub fn edge_pid(&self, index: usize) -> Option<u32> {
+        self.edges[index].child.as_ref().map(Child::id)
+    }
+
     pub fn edge_url(&self, index: usize, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.edges[index].port)
     }

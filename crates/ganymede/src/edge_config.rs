@@ -28,6 +28,10 @@ pub struct HubEntry {
 pub struct EdgeSection {
     pub name: String,
     pub bind: String,
+    /// Serve HTTPS with this PEM certificate chain and key (both or neither); SIGHUP
+    /// reloads them. `ganymede certs` makes a CA and certificates.
+    pub tls_cert: String,
+    pub tls_key: String,
     /// Worker threads serving traffic; 0 for one per CPU core.
     pub workers: usize,
     /// Prometheus metrics at `/metrics`; empty to serve none.
@@ -51,6 +55,8 @@ impl Default for EdgeSection {
         EdgeSection {
             name: "edge".into(),
             bind: "0.0.0.0:8000".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
             workers: 0,
             metrics_bind: "127.0.0.1:9100".into(),
             hubs: vec![HubEntry {
@@ -110,6 +116,19 @@ pub fn load(
     }
     let mut config = EdgeConfig::new(socket("edge.bind", &edge.bind)?, hubs);
     config.name = edge.name;
+    config.tls = match (edge.tls_cert.is_empty(), edge.tls_key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(ganymede_edge::TlsFiles {
+            cert: edge.tls_cert.into(),
+            key: edge.tls_key.into(),
+        }),
+        _ => {
+            return Err(invalid(
+                "edge.tls_cert",
+                "set both edge.tls_cert and edge.tls_key, or neither",
+            ));
+        }
+    };
     if edge.workers > 0 {
         config.workers = edge.workers;
     }
@@ -155,6 +174,8 @@ mod tests {
         assert!(err.to_string().contains("edge.hubs"), "{err}");
         let err = load(None, Vec::new(), &["edge.health_interval=0s".into()]).expect_err("zero");
         assert!(err.to_string().contains("edge.health_interval"), "{err}");
+        let err = load(None, Vec::new(), &["edge.tls_cert=/x.pem".into()]).expect_err("half of TLS");
+        assert!(err.to_string().contains("edge.tls_key"), "{err}");
         let err = load(None, Vec::new(), &["edge.bindd=1".into()]).expect_err("typo");
         assert!(err.to_string().contains("no such config key"), "{err}");
     }

@@ -1,6 +1,7 @@
 //! The `ganymede` binary: parses arguments, sets up logging, and hands over to the
 //! subcommand. The work lives in the library crates.
 
+mod certs;
 mod cluster_cli;
 mod config;
 mod edge;
@@ -49,6 +50,8 @@ enum Commands {
         #[command(subcommand)]
         action: cluster_cli::Action,
     },
+    /// Create the cluster CA (once) and a certificate signed by it, for TLS.
+    Certs(certs::CertsArgs),
     /// List every configuration key with the environment variable that overrides it.
     ConfigKeys,
 }
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
                 edge::run(config, log, token).await
             }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
+            Commands::Certs(args) => certs::run(args),
             Commands::ConfigKeys => {
                 for (key, var) in config::keys().into_iter().chain(edge_config::keys()) {
                     println!("{key:40} {var}");

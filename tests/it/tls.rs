@@ -1,0 +1,166 @@
+//! TLS on the edge: certificates from `ganymede certs`, ALPN h2 and http/1.1, and a
+//! SIGHUP reload that new handshakes see while open connections carry on.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganymede_testkit::upstream::Upstream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::support::{ProcessCluster, eventually, ganymede_bin};
+
+fn certs(out: &Path) {
+    let status = Command::new(ganymede_bin())
+        .args(["certs", "--name", "edge", "--hosts", "localhost,127.0.0.1", "--out"])
+        .arg(out)
+        .status()
+        .expect("ganymede certs");
+    assert!(status.success());
+}
+
+fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+        roots.add(cert.expect("ca cert")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(port: u16, ca: &Path, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = ServerName::try_from("localhost").expect("name");
+    connector(ca, alpn).connect(name, tcp).await
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; the response head and body.
+async fn get(stream: &mut TlsStream<TcpStream>, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(read > 0, "connection closed mid-response");
+        buffer.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .expect("content-length");
+            if buffer.len() >= end + 4 + length {
+                return (head, text[end + 4..end + 4 + length].to_owned());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_alpn_and_a_sighup_reload_that_keeps_connections() {
+    let mut cluster = ProcessCluster::new(1);
+    cluster.start_all();
+    cluster.leader().await;
+    let first = cluster.dir.path().join("ca1");
+    let second = cluster.dir.path().join("ca2");
+    certs(&first);
+    certs(&second);
+    let live = cluster.dir.path().join("live");
+    std::fs::create_dir_all(&live).expect("dir");
+    for file in ["edge.pem", "edge-key.pem"] {
+        std::fs::copy(first.join(file), live.join(file)).expect("copy");
+    }
+    let edge = cluster.add_edge(&[]);
+    let mut config = std::fs::read_to_string(&cluster.edges[edge].config).expect("config");
+    config.push_str(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n",
+        live.join("edge.pem").display().to_string(),
+        live.join("edge-key.pem").display().to_string()
+    ));
+    std::fs::write(&cluster.edges[edge].config, config).expect("config");
+    cluster.start_edge(edge);
+    let alice = Upstream::start("alice").await;
+    assert_eq!(
+        cluster.set_route(1, "/user/alice", Some(&alice.target())).await,
+        Some(201)
+    );
+    eventually("the route on the edge", Duration::from_secs(20), || async {
+        let (_, routes) = cluster.edge_routes(edge).await?;
+        routes.contains_key("/user/alice").then_some(())
+    })
+    .await;
+    let port = cluster.edges[edge].port;
+    let ca1 = first.join("ca.pem");
+    let ca2 = second.join("ca.pem");
+
+    let mut kept = eventually("a TLS connection", Duration::from_secs(20), || async {
+        connect(port, &ca1, &[b"http/1.1"]).await.ok()
+    })
+    .await;
+    let (head, body) = get(&mut kept, "/user/alice/api/status").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-upstream: alice"), "{head}");
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("upstream json");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(seen["headers"]["x-forwarded-port"], "443");
+
+    let h2 = connect(port, &ca1, &[b"h2", b"http/1.1"]).await.expect("h2 handshake");
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    // A certificate from another CA, then SIGHUP: new handshakes get it; the open
+    // connection carries on.
+    for file in ["edge.pem", "edge-key.pem"] {
+        std::fs::copy(second.join(file), live.join(file)).expect("copy");
+    }
+    let pid = cluster.edge_pid(edge).expect("edge pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    eventually(
+        "new handshakes to use the new certificate",
+        Duration::from_secs(20),
+        || async { connect(port, &ca2, &[b"http/1.1"]).await.ok() },
+    )
+    .await;
+    assert!(
+        connect(port, &ca1, &[b"http/1.1"]).await.is_err(),
+        "the old certificate is gone"
+    );
+    let (head, _) = get(&mut kept, "/user/alice/tree").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    // A broken file on reload keeps the working certificate.
+    std::fs::write(live.join("edge.pem"), "not a certificate").expect("write");
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fresh = connect(port, &ca2, &[b"http/1.1"]).await.expect("still serving");
+    let (head, _) = get(&mut fresh, "/user/alice/").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let log = cluster.edge_logs();
+    assert!(log.contains("TLS reload failed"), "{log}");
+}
