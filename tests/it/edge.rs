@@ -420,3 +420,86 @@ async fn activity_through_an_edge_reaches_the_hubs_routes_api() {
     .await;
     assert!(used > added, "{used} > {added}");
 }
+
+/// The edge's own answers: 503 for a dead server, 504 for a slow one (HTML or JSON by
+/// `Accept`), 431 for oversized headers, and a connection that never finishes its
+/// headers is closed (slowloris).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_limits_and_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut cluster = ProcessCluster::new(1);
+    cluster.start_all();
+    cluster.leader().await;
+    let edge = cluster.add_edge(&[]);
+    let mut config = std::fs::read_to_string(&cluster.edges[edge].config).expect("config");
+    config.push_str("header_read_timeout = \"1s\"\nupstream_response_timeout = \"1s\"\nmax_header_bytes = 8192\n");
+    std::fs::write(&cluster.edges[edge].config, config).expect("config");
+    cluster.start_edge(edge);
+    let slow = Upstream::start("slow").await;
+    let dead = format!("http://127.0.0.1:{}", ganymede_testkit::process::free_port());
+    assert_eq!(cluster.set_route(1, "/user/dead", Some(&dead)).await, Some(201));
+    assert_eq!(
+        cluster.set_route(1, "/user/slow", Some(&slow.target())).await,
+        Some(201)
+    );
+    converged(&cluster, edge, 1).await;
+    let client = client();
+
+    let html = client
+        .get(cluster.edge_url(edge, "/user/dead/lab"))
+        .send()
+        .await
+        .expect("dead");
+    assert_eq!(html.status(), 503);
+    assert!(
+        html.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    assert!(html.text().await.expect("body").contains("appears to be down"));
+    let json = client
+        .get(cluster.edge_url(edge, "/user/dead/api/status"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("dead json");
+    assert_eq!(json.status(), 503);
+    let body: serde_json::Value = json.json().await.expect("json");
+    assert_eq!(body["status"], 503);
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    let late = client
+        .get(cluster.edge_url(edge, "/user/slow/slow/3000"))
+        .send()
+        .await
+        .expect("slow");
+    assert_eq!(late.status(), 504);
+    let quick = client
+        .get(cluster.edge_url(edge, "/user/slow/slow/10"))
+        .send()
+        .await
+        .expect("quick");
+    assert_eq!(quick.status(), 200);
+
+    let huge = client
+        .get(cluster.edge_url(edge, "/user/slow/x"))
+        .header("x-big", "a".repeat(16 * 1024))
+        .send()
+        .await
+        .expect("big headers get an answer");
+    assert_eq!(huge.status(), 431);
+
+    // Slowloris: half a request head, then nothing; the edge hangs up.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", cluster.edges[edge].port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /user/slow/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the edge kept a stalled connection open");
+}

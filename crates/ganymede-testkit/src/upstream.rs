@@ -1,5 +1,5 @@
 //! A stand-in single-user server for proxy tests: answers every path with what it saw
-//! (path, headers) and echoes WebSocket messages.
+//! (path, headers), echoes WebSocket messages, and answers `…/slow/<ms>` late.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +61,15 @@ async fn answer(name: String, request: Request) -> Response {
             Ok(upgrade) => upgrade.on_upgrade(echo).into_response(),
             Err(rejection) => rejection.into_response(),
         };
+    }
+    // A slow server, for timeouts: `/…/slow/<ms>` answers after that long.
+    if let Some(ms) = parts
+        .uri
+        .path()
+        .rsplit_once("/slow/")
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }
     let headers: BTreeMap<String, String> = parts
         .headers
