@@ -164,3 +164,59 @@ async fn https_with_alpn_and_a_sighup_reload_that_keeps_connections() {
     let log = cluster.edge_logs();
     assert!(log.contains("TLS reload failed"), "{log}");
 }
+
+/// The edge feed over TLS: an edge with the cluster CA loads the table; an edge that
+/// speaks plaintext to it gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_feed_speaks_tls_to_edges_that_trust_the_cluster_ca() {
+    let mut cluster = ProcessCluster::new(1);
+    let certs_dir = cluster.dir.path().join("feed-certs");
+    let status = Command::new(ganymede_bin())
+        .args(["certs", "--name", "hub1", "--hosts", "127.0.0.1,localhost", "--out"])
+        .arg(&certs_dir)
+        .status()
+        .expect("ganymede certs");
+    assert!(status.success());
+    // The hub's config ends with its [events] section.
+    let hub_config = cluster.hub(1).config.clone();
+    let mut config = std::fs::read_to_string(&hub_config).expect("config");
+    config.push_str(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n",
+        certs_dir.join("hub1.pem").display().to_string(),
+        certs_dir.join("hub1-key.pem").display().to_string()
+    ));
+    std::fs::write(&hub_config, config).expect("config");
+    cluster.start_all();
+    cluster.leader().await;
+    assert_eq!(
+        cluster.set_route(1, "/user/alice", Some("http://127.0.0.1:9")).await,
+        Some(201)
+    );
+
+    let trusting = cluster.add_edge(&[]);
+    let mut config = std::fs::read_to_string(&cluster.edges[trusting].config).expect("config");
+    config.push_str(&format!(
+        "hubs_ca = {:?}\n",
+        certs_dir.join("ca.pem").display().to_string()
+    ));
+    std::fs::write(&cluster.edges[trusting].config, config).expect("config");
+    let plaintext = cluster.add_edge(&[]);
+    cluster.start_edge(trusting);
+    cluster.start_edge(plaintext);
+    eventually("the TLS edge to load the table", Duration::from_secs(20), || async {
+        let (_, routes) = cluster.edge_routes(trusting).await?;
+        routes.contains_key("/user/alice").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (seq, routes) = cluster.edge_routes(plaintext).await.expect("plaintext edge answers");
+    assert_eq!(
+        (seq, routes.len()),
+        (0, 0),
+        "a plaintext edge got routes from a TLS feed"
+    );
+    assert_eq!(
+        cluster.edge_metric(plaintext, "ganymede_edge_snapshots_total").await,
+        None
+    );
+}

@@ -38,6 +38,8 @@ pub struct EdgeConfig {
     /// Prometheus metrics (`/metrics`); none to serve none.
     pub metrics_bind: Option<SocketAddr>,
     pub hubs: Vec<HubAddrs>,
+    /// The CA (PEM) of the hubs' edge-feed gRPC certificates; `None` for plaintext.
+    pub hubs_ca: Option<Vec<u8>>,
     /// Route on `Host` first (per-user subdomains), like CHP's `--host-routing`.
     pub host_routing: bool,
     /// Slowloris protection: a client must send a request's headers within this.
@@ -66,6 +68,7 @@ impl EdgeConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metrics_bind: None,
             hubs,
+            hubs_ca: None,
             host_routing: false,
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,

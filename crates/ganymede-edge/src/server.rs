@@ -81,6 +81,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         token,
         repair_delay: Duration::from_millis(20),
         silence_poll: Duration::from_secs(2),
+        grpc_ca: config.hubs_ca.clone(),
     })
     .map_err(|err| Error::Hub(err.to_string()))?;
     let table = subscriber.table();

@@ -43,6 +43,8 @@ pub struct SubscriberConfig {
     pub repair_delay: Duration,
     /// With no message from any hub for this long, poll a hub over gRPC.
     pub silence_poll: Duration,
+    /// The CA (PEM) that signed the hubs' gRPC certificates; `None` for plaintext.
+    pub grpc_ca: Option<Vec<u8>>,
 }
 
 /// Counters for tests and the metrics page.
@@ -67,10 +69,20 @@ pub struct HubClients {
 }
 
 impl HubClients {
-    pub fn new(hubs: &[HubEndpoint], token: &str) -> Result<HubClients, tonic::transport::Error> {
+    pub fn new(
+        hubs: &[HubEndpoint],
+        token: &str,
+        grpc_ca: Option<&[u8]>,
+    ) -> Result<HubClients, tonic::transport::Error> {
         let mut clients = Vec::new();
         for hub in hubs {
-            let channel = Endpoint::from_shared(hub.grpc.clone())?
+            let mut endpoint = Endpoint::from_shared(hub.grpc.clone())?;
+            if let Some(ca) = grpc_ca {
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                endpoint = endpoint.tls_config(tls)?;
+            }
+            let channel = endpoint
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(10))
                 .tcp_nodelay(true)
@@ -157,7 +169,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn new(config: SubscriberConfig) -> Result<Subscriber, tonic::transport::Error> {
-        let clients = HubClients::new(&config.hubs, &config.token)?;
+        let clients = HubClients::new(&config.hubs, &config.token, config.grpc_ca.as_deref())?;
         Ok(Subscriber {
             config,
             clients,

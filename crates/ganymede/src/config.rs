@@ -27,6 +27,10 @@ pub struct HubFile {
 pub struct EventsSection {
     pub grpc_bind: String,
     pub pub_bind: String,
+    /// TLS on the edge feed's gRPC: PEM certificate and key (both or neither). Edges then
+    /// need `edge.hubs_ca`. (ZeroMQ has no TLS: its messages are signed, not encrypted.)
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for EventsSection {
@@ -34,6 +38,8 @@ impl Default for EventsSection {
         EventsSection {
             grpc_bind: "127.0.0.1:8381".into(),
             pub_bind: "127.0.0.1:8481".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct HubConfig {
     pub proxy_api_bind: SocketAddr,
     pub events_grpc_bind: SocketAddr,
     pub events_pub_bind: SocketAddr,
+    /// The edge feed's TLS certificate and key files.
+    pub events_tls: Option<(PathBuf, PathBuf)>,
     pub initial_members: BTreeMap<u64, Member>,
     pub request_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -358,6 +366,16 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         proxy_api_bind: socket("proxy.api_bind", &proxy.api_bind)?,
         events_grpc_bind: socket("events.grpc_bind", &events.grpc_bind)?,
         events_pub_bind: socket("events.pub_bind", &events.pub_bind)?,
+        events_tls: match (events.tls_cert.is_empty(), events.tls_key.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((events.tls_cert.into(), events.tls_key.into())),
+            _ => {
+                return Err(invalid(
+                    "events.tls_cert",
+                    "set both events.tls_cert and events.tls_key, or neither",
+                ));
+            }
+        },
         initial_members,
         request_timeout: duration("cluster.request_timeout", &cluster.request_timeout)?,
         heartbeat_interval,

@@ -38,6 +38,9 @@ pub struct EdgeSection {
     pub metrics_bind: String,
     /// Every hub replica the edge may use: it subscribes to all of them.
     pub hubs: Vec<HubEntry>,
+    /// The CA (PEM file) of the hubs' edge-feed certificates (`events.tls_cert`): gRPC to
+    /// the hubs then uses TLS. Empty for plaintext.
+    pub hubs_ca: String,
     pub host_routing: bool,
     pub header_read_timeout: String,
     pub max_header_bytes: usize,
@@ -64,6 +67,7 @@ impl Default for EdgeSection {
                 grpc: "127.0.0.1:8381".into(),
                 events: "127.0.0.1:8481".into(),
             }],
+            hubs_ca: String::new(),
             host_routing: false,
             header_read_timeout: "30s".into(),
             max_header_bytes: 64 * 1024,
@@ -91,6 +95,15 @@ pub fn load(
     if edge.hubs.is_empty() {
         return Err(invalid("edge.hubs", "list at least one hub"));
     }
+    let hubs_ca = if edge.hubs_ca.is_empty() {
+        None
+    } else {
+        Some(
+            std::fs::read(&edge.hubs_ca)
+                .map_err(|err| invalid("edge.hubs_ca", format!("cannot read {}: {err}", edge.hubs_ca)))?,
+        )
+    };
+    let grpc_scheme = if hubs_ca.is_some() { "https" } else { "http" };
     let mut hubs = Vec::new();
     for hub in &edge.hubs {
         socket("edge.hubs.api", &hub.api)?;
@@ -99,7 +112,7 @@ pub fn load(
         hubs.push(HubAddrs {
             api: hub.api.clone(),
             feed: HubEndpoint {
-                grpc: format!("http://{}", hub.grpc),
+                grpc: format!("{grpc_scheme}://{}", hub.grpc),
                 events: format!("tcp://{}", hub.events),
             },
         });
@@ -116,6 +129,7 @@ pub fn load(
     }
     let mut config = EdgeConfig::new(socket("edge.bind", &edge.bind)?, hubs);
     config.name = edge.name;
+    config.hubs_ca = hubs_ca;
     config.tls = match (edge.tls_cert.is_empty(), edge.tls_key.is_empty()) {
         (true, true) => None,
         (false, false) => Some(ganymede_edge::TlsFiles {

@@ -112,9 +112,19 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         tasks.spawn(publisher.run(feed.clone(), shutdown.clone()));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let service = ganymede_events::RoutesService::new(feed, token.clone());
+        let mut server = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &config.events_tls {
+            let read = |path: &std::path::PathBuf| {
+                std::fs::read(path).with_context(|| format!("cannot read the edge feed's TLS file {}", path.display()))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .context("events.tls_cert/tls_key do not make a TLS configuration")?;
+        }
         let serve_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, serve_shutdown.cancelled_owned())
                 .await;

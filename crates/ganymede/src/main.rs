@@ -58,6 +58,9 @@ enum Commands {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Only ring is compiled in; installing it explicitly keeps any later crate that
+    // enables another provider from making rustls' choice ambiguous (a runtime panic).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
