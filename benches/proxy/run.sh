@@ -7,6 +7,7 @@
 #   benches/proxy/run.sh            2 rounds of 10 s each, wrk -t2 -c64
 #   ROUNDS=3 DURATION=5s CONNS=64 ROUTES=0 benches/proxy/run.sh
 #   ROUTES=10000 adds that many other routes to each proxy first (lookup cost).
+#   WORKERS=1 runs nginx and the edge with that many workers (default: one per core).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
@@ -15,7 +16,7 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 ROUTES=${ROUTES:-0}
-THREADS=$(nproc)
+THREADS=${WORKERS:-$(nproc)}
 BIN=$CARGO_TARGET_DIR/debug/ganymede
 CHP=$BENCH_DIR/node/node_modules/.bin/configurable-http-proxy
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -105,6 +106,7 @@ TOML
 cat > "$WORK/edge.toml" <<TOML
 [edge]
 bind = "127.0.0.1:$EP"
+workers = $THREADS
 metrics_bind = ""
 log = "warn"
 hubs = [{ api = "127.0.0.1:$HUB_API", grpc = "127.0.0.1:$HUB_FEED", events = "127.0.0.1:$HUB_EVENTS" }]

@@ -422,7 +422,7 @@ async fn activity_through_an_edge_reaches_the_hubs_routes_api() {
 }
 
 /// The edge's own answers: 503 for a dead server, 504 for a slow one (HTML or JSON by
-/// `Accept`), 431 for oversized headers, and a connection that never finishes its
+/// `Accept`), 431 for oversized headers, h2c, and a connection that never finishes its
 /// headers is closed (slowloris).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_limits_and_timeouts() {
@@ -490,6 +490,21 @@ async fn errors_limits_and_timeouts() {
         .await
         .expect("big headers get an answer");
     assert_eq!(huge.status(), 431);
+
+    // HTTP/2 with prior knowledge (h2c) is proxied too.
+    let h2 = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--http2-prior-knowledge",
+        ])
+        .arg(cluster.edge_url(edge, "/user/slow/slow/1"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&h2.stdout), "2 200");
 
     // Slowloris: half a request head, then nothing; the edge hangs up.
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", cluster.edges[edge].port))
