@@ -423,7 +423,7 @@ async fn activity_through_an_edge_reaches_the_hubs_routes_api() {
 
 /// The edge's own answers: 503 for a dead server, 504 for a slow one (HTML or JSON by
 /// `Accept`), 431 for oversized headers, h2c, and a connection that never finishes its
-/// headers is closed (slowloris).
+/// headers (slowloris) or sits idle is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_limits_and_timeouts() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -517,4 +517,18 @@ async fn errors_limits_and_timeouts() {
     let mut buffer = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
     assert!(closed.is_ok(), "the edge kept a stalled connection open");
+
+    // An idle keep-alive connection is closed after the same timeout.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", cluster.edges[edge].port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /user/slow/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the edge kept an idle connection open");
+    let answer = String::from_utf8_lossy(&buffer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
