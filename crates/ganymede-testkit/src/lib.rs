@@ -355,9 +355,14 @@ impl Api {
     }
 
     /// Sends raw bytes with a content type, for malformed-input tests.
+    /// Sends `body` as it is, on a connection of its own: a server that refuses a body
+    /// (413) closes the connection, and a pooled one would fail the next request.
     pub async fn raw(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .client
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let mut request = client
             .request(method, format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(body);
