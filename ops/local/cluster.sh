@@ -194,12 +194,20 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+stop_group() {
+  # In parallel: each process takes a moment to stop in order.
+  local name pid waits=()
+  for name in "$@"; do
+    if pid=$(pid_of "$name"); then stop_pid "$pid" & waits+=($!); fi
+  done
+  for pid in "${waits[@]}"; do wait "$pid" || true; done
+  for name in "$@"; do rm -f "$DIR/$name.pid"; done
+}
+
 cmd_down() {
   # Edges first: they would only log the hubs going away.
-  for name in "${EDGES[@]}" "${HUBS[@]}"; do
-    if pid=$(pid_of "$name"); then stop_pid "$pid"; fi
-    rm -f "$DIR/$name.pid"
-  done
+  stop_group "${EDGES[@]}"
+  stop_group "${HUBS[@]}"
 }
 
 cmd_status() {
