@@ -532,3 +532,47 @@ async fn errors_limits_and_timeouts() {
     let answer = String::from_utf8_lossy(&buffer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Host routing (per-user subdomains, as with JupyterHub's `subdomain_host`): routes are
+/// keyed `/<host>/<path>` like configurable-http-proxy's, and `/` stays the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_routing_sends_each_subdomain_to_its_server() {
+    let mut cluster = ProcessCluster::new(1);
+    cluster.start_all();
+    cluster.leader().await;
+    let edge = cluster.add_edge(&[]);
+    let mut config = std::fs::read_to_string(&cluster.edges[edge].config).expect("config");
+    config.push_str("host_routing = true\n");
+    std::fs::write(&cluster.edges[edge].config, config).expect("config");
+    cluster.start_edge(edge);
+    let alice = Upstream::start("alice").await;
+    let hub = Upstream::start("default").await;
+    assert_eq!(
+        cluster.set_route(1, "/alice.hub.test/", Some(&alice.target())).await,
+        Some(201)
+    );
+    assert_eq!(cluster.set_route(1, "/", Some(&hub.target())).await, Some(201));
+    converged(&cluster, edge, 1).await;
+    let client = client();
+    let as_host = |host: &str, path: &str| {
+        client
+            .get(cluster.edge_url(edge, path))
+            .header("host", host.to_owned())
+            .send()
+    };
+    let cases = [
+        ("alice.hub.test:8000", "/lab", "alice"),
+        ("alice.hub.test", "/api/kernels", "alice"),
+        ("bob.hub.test", "/lab", "default"),
+        ("hub.test", "/alice.hub.test/lab", "default"),
+    ];
+    for (host, path, expected) in cases {
+        let response = as_host(host, path).await.expect("request");
+        let served = response
+            .headers()
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(served.as_deref(), Some(expected), "{host}{path}");
+    }
+}
