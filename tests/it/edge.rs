@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio_tungstenite::tungstenite::Message;
 use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
-use crate::support::{ProcessCluster, eventually};
+use crate::support::{ProcessCluster, append_config, eventually};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -432,9 +432,10 @@ async fn errors_limits_and_timeouts() {
     cluster.start_all();
     cluster.leader().await;
     let edge = cluster.add_edge(&[]);
-    let mut config = std::fs::read_to_string(&cluster.edges[edge].config).expect("config");
-    config.push_str("header_read_timeout = \"1s\"\nupstream_response_timeout = \"1s\"\nmax_header_bytes = 8192\n");
-    std::fs::write(&cluster.edges[edge].config, config).expect("config");
+    append_config(
+        &cluster.edges[edge].config,
+        "header_read_timeout = \"1s\"\nupstream_response_timeout = \"1s\"\nmax_header_bytes = 8192\n",
+    );
     cluster.start_edge(edge);
     let slow = Upstream::start("slow").await;
     let dead = format!("http://127.0.0.1:{}", ganymede_testkit::process::free_port());
@@ -541,9 +542,7 @@ async fn host_routing_sends_each_subdomain_to_its_server() {
     cluster.start_all();
     cluster.leader().await;
     let edge = cluster.add_edge(&[]);
-    let mut config = std::fs::read_to_string(&cluster.edges[edge].config).expect("config");
-    config.push_str("host_routing = true\n");
-    std::fs::write(&cluster.edges[edge].config, config).expect("config");
+    append_config(&cluster.edges[edge].config, "host_routing = true\n");
     cluster.start_edge(edge);
     let alice = Upstream::start("alice").await;
     let hub = Upstream::start("default").await;

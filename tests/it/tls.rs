@@ -14,15 +14,26 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::{ProcessCluster, eventually, ganymede_bin};
+use crate::support::{ProcessCluster, append_config, eventually, ganymede_bin};
 
-fn certs(out: &Path) {
+/// `ganymede certs --name <name>` for localhost and 127.0.0.1 into `out`.
+fn certs(out: &Path, name: &str) {
     let status = Command::new(ganymede_bin())
-        .args(["certs", "--name", "edge", "--hosts", "localhost,127.0.0.1", "--out"])
+        .args(["certs", "--name", name, "--hosts", "localhost,127.0.0.1", "--out"])
         .arg(out)
         .status()
         .expect("ganymede certs");
     assert!(status.success());
+}
+
+fn hangup(pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
 }
 
 fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
@@ -78,21 +89,22 @@ async fn https_with_alpn_and_a_sighup_reload_that_keeps_connections() {
     cluster.leader().await;
     let first = cluster.dir.path().join("ca1");
     let second = cluster.dir.path().join("ca2");
-    certs(&first);
-    certs(&second);
+    certs(&first, "edge");
+    certs(&second, "edge");
     let live = cluster.dir.path().join("live");
     std::fs::create_dir_all(&live).expect("dir");
     for file in ["edge.pem", "edge-key.pem"] {
         std::fs::copy(first.join(file), live.join(file)).expect("copy");
     }
     let edge = cluster.add_edge(&[]);
-    let mut config = std::fs::read_to_string(&cluster.edges[edge].config).expect("config");
-    config.push_str(&format!(
-        "tls_cert = {:?}\ntls_key = {:?}\n",
-        live.join("edge.pem").display().to_string(),
-        live.join("edge-key.pem").display().to_string()
-    ));
-    std::fs::write(&cluster.edges[edge].config, config).expect("config");
+    append_config(
+        &cluster.edges[edge].config,
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n",
+            live.join("edge.pem").display().to_string(),
+            live.join("edge-key.pem").display().to_string()
+        ),
+    );
     cluster.start_edge(edge);
     let alice = Upstream::start("alice").await;
     assert_eq!(
@@ -128,13 +140,7 @@ async fn https_with_alpn_and_a_sighup_reload_that_keeps_connections() {
         std::fs::copy(second.join(file), live.join(file)).expect("copy");
     }
     let pid = cluster.edge_pid(edge).expect("edge pid").to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    hangup(&pid);
     eventually(
         "new handshakes to use the new certificate",
         Duration::from_secs(20),
@@ -150,13 +156,7 @@ async fn https_with_alpn_and_a_sighup_reload_that_keeps_connections() {
 
     // A broken file on reload keeps the working certificate.
     std::fs::write(live.join("edge.pem"), "not a certificate").expect("write");
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    hangup(&pid);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut fresh = connect(port, &ca2, &[b"http/1.1"]).await.expect("still serving");
     let (head, _) = get(&mut fresh, "/user/alice/").await;
@@ -171,21 +171,17 @@ async fn https_with_alpn_and_a_sighup_reload_that_keeps_connections() {
 async fn the_edge_feed_speaks_tls_to_edges_that_trust_the_cluster_ca() {
     let mut cluster = ProcessCluster::new(1);
     let certs_dir = cluster.dir.path().join("feed-certs");
-    let status = Command::new(ganymede_bin())
-        .args(["certs", "--name", "hub1", "--hosts", "127.0.0.1,localhost", "--out"])
-        .arg(&certs_dir)
-        .status()
-        .expect("ganymede certs");
-    assert!(status.success());
+    certs(&certs_dir, "hub1");
     // The hub's config ends with its [events] section.
     let hub_config = cluster.hub(1).config.clone();
-    let mut config = std::fs::read_to_string(&hub_config).expect("config");
-    config.push_str(&format!(
-        "tls_cert = {:?}\ntls_key = {:?}\n",
-        certs_dir.join("hub1.pem").display().to_string(),
-        certs_dir.join("hub1-key.pem").display().to_string()
-    ));
-    std::fs::write(&hub_config, config).expect("config");
+    append_config(
+        &hub_config,
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n",
+            certs_dir.join("hub1.pem").display().to_string(),
+            certs_dir.join("hub1-key.pem").display().to_string()
+        ),
+    );
     cluster.start_all();
     cluster.leader().await;
     assert_eq!(
@@ -194,12 +190,10 @@ async fn the_edge_feed_speaks_tls_to_edges_that_trust_the_cluster_ca() {
     );
 
     let trusting = cluster.add_edge(&[]);
-    let mut config = std::fs::read_to_string(&cluster.edges[trusting].config).expect("config");
-    config.push_str(&format!(
-        "hubs_ca = {:?}\n",
-        certs_dir.join("ca.pem").display().to_string()
-    ));
-    std::fs::write(&cluster.edges[trusting].config, config).expect("config");
+    append_config(
+        &cluster.edges[trusting].config,
+        &format!("hubs_ca = {:?}\n", certs_dir.join("ca.pem").display().to_string()),
+    );
     let plaintext = cluster.add_edge(&[]);
     cluster.start_edge(trusting);
     cluster.start_edge(plaintext);

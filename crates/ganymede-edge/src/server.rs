@@ -85,7 +85,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
     })
     .map_err(|err| Error::Hub(err.to_string()))?;
     let table = subscriber.table();
-    let stats = subscriber.stats();
+    let newest_seen = subscriber.newest_seen();
     let activity = Arc::new(Activity::new(workers));
     tasks.spawn(crate::activity::report(
         activity.clone(),
@@ -107,15 +107,15 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
     );
 
     if let (Some(listener), Some(handle)) = (metrics_listener, recorder) {
-        let table = table.clone();
-        let stats = stats.clone();
+        let lag_table = table.clone();
         let routes_table = table.clone();
+        // The subscriber sets the table's gauges as it changes; heartbeats move only the
+        // newest known route_seq, so the lag is computed when scraped.
         let refresh = move || {
-            let table = table.load();
-            metrics::gauge!("ganymede_edge_routes").set(table.len() as f64);
-            metrics::gauge!("ganymede_edge_route_seq").set(table.route_seq() as f64);
-            let newest = stats.newest_seen.load(std::sync::atomic::Ordering::Relaxed);
-            metrics::gauge!("ganymede_edge_route_seq_lag").set(newest.saturating_sub(table.route_seq()) as f64);
+            let applied = lag_table.load().route_seq();
+            let newest = newest_seen.load(std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("ganymede_edge_route_seq_newest").set(newest as f64);
+            metrics::gauge!("ganymede_edge_route_seq_lag").set(newest.saturating_sub(applied) as f64);
         };
         // The table as this edge holds it, for convergence checks against the hubs'.
         let routes = move || {

@@ -14,7 +14,7 @@ mod wire;
 pub use follower::{Follower, Offer};
 pub use publisher::{Publisher, RouteSource};
 pub use service::RoutesService;
-pub use subscriber::{HubClients, HubEndpoint, Subscriber, SubscriberConfig, SubscriberStats};
+pub use subscriber::{HubClients, HubEndpoint, Subscriber, SubscriberConfig};
 pub use table::{RouteEntry, RouteTable, Scheme, Upstream, normalize_key};
 pub use wire::{EventsKey, Message, WireError, decode, encode_event, encode_heartbeat};
 

@@ -47,19 +47,6 @@ pub struct SubscriberConfig {
     pub grpc_ca: Option<Vec<u8>>,
 }
 
-/// Counters for tests and the metrics page.
-#[derive(Debug, Default)]
-pub struct SubscriberStats {
-    pub applied: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub bad_hmac: AtomicU64,
-    pub malformed: AtomicU64,
-    pub repairs: AtomicU64,
-    pub snapshots: AtomicU64,
-    /// The newest `route_seq` announced by any hub.
-    pub newest_seen: AtomicU64,
-}
-
 /// The gRPC clients of every hub, with the edge token attached to each call.
 #[derive(Clone)]
 pub struct HubClients {
@@ -164,7 +151,8 @@ pub struct Subscriber {
     config: SubscriberConfig,
     clients: HubClients,
     table: Arc<ArcSwap<RouteTable>>,
-    stats: Arc<SubscriberStats>,
+    /// The newest `route_seq` announced by any hub (for the lag gauge).
+    newest_seen: Arc<AtomicU64>,
 }
 
 impl Subscriber {
@@ -174,7 +162,7 @@ impl Subscriber {
             config,
             clients,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-            stats: Arc::default(),
+            newest_seen: Arc::default(),
         })
     }
 
@@ -183,8 +171,9 @@ impl Subscriber {
         self.table.clone()
     }
 
-    pub fn stats(&self) -> Arc<SubscriberStats> {
-        self.stats.clone()
+    /// The newest `route_seq` any hub has announced, as it changes.
+    pub fn newest_seen(&self) -> Arc<AtomicU64> {
+        self.newest_seen.clone()
     }
 
     pub fn clients(&self) -> HubClients {
@@ -205,7 +194,6 @@ impl Subscriber {
                 hub.events.clone(),
                 key.clone(),
                 sender.clone(),
-                self.stats.clone(),
                 shutdown.clone(),
             ));
         }
@@ -259,17 +247,16 @@ impl Subscriber {
         match message {
             Message::Event(event) => match follower.offer(event) {
                 Offer::Applied(held) => {
-                    self.stats.applied.fetch_add(1 + held as u64, Ordering::Relaxed);
                     metrics::counter!("ganymede_edge_route_events_applied_total").increment(1 + held as u64);
                 }
                 Offer::Duplicate => {
-                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ganymede_edge_route_events_duplicate_total").increment(1);
                 }
                 Offer::Gap => {}
             },
             Message::Heartbeat { route_seq } => follower.heartbeat(route_seq),
         }
-        self.stats.newest_seen.store(follower.newest_seen(), Ordering::Relaxed);
+        self.newest_seen.store(follower.newest_seen(), Ordering::Relaxed);
     }
 
     fn publish(&self, follower: &Follower) {
@@ -288,7 +275,6 @@ impl Subscriber {
                     Ok((route_seq, key, routes)) => {
                         let count = routes.len();
                         follower.load_snapshot(route_seq, routes);
-                        self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("ganymede_edge_snapshots_total").increment(1);
                         self.publish(follower);
                         info!(route_seq, routes = count, "route table loaded");
@@ -330,7 +316,6 @@ impl Subscriber {
                     match self.clients.snapshot(&mut client).await {
                         Ok((route_seq, _key, routes)) => {
                             follower.load_snapshot(route_seq, routes);
-                            self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("ganymede_edge_snapshots_total").increment(1);
                         }
                         Err(_) => continue 'hubs,
@@ -354,7 +339,6 @@ impl Subscriber {
             }
         }
         if follower.route_seq() != before {
-            self.stats.repairs.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ganymede_edge_gap_repairs_total").increment(1);
             self.publish(follower);
         }
@@ -375,13 +359,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// One hub's PUB stream: connect (retrying quickly, unlike zeromq's own backoff that
 /// grows to 30 s), verify, forward; on disconnect start over with a fresh socket.
-async fn subscribe(
-    endpoint: String,
-    key: Arc<EventsKey>,
-    sender: mpsc::Sender<Message>,
-    stats: Arc<SubscriberStats>,
-    shutdown: CancellationToken,
-) {
+async fn subscribe(endpoint: String, key: Arc<EventsKey>, sender: mpsc::Sender<Message>, shutdown: CancellationToken) {
     loop {
         let mut options = SocketOptions::default();
         options.connect_timeout(Duration::from_secs(1));
@@ -427,12 +405,10 @@ async fn subscribe(
                             }
                         }
                         Err(WireError::BadHmac) => {
-                            stats.bad_hmac.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("ganymede_edge_bad_hmac_total").increment(1);
                         }
                         Err(err) => {
                             debug!(%endpoint, error = %err, "malformed message");
-                            stats.malformed.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("ganymede_edge_malformed_messages_total").increment(1);
                         }
                     }

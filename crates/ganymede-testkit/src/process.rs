@@ -33,6 +33,33 @@ pub fn ganymede_bin() -> PathBuf {
         .expect("the ganymede binary is missing: run `cargo build --bin ganymede` first (ops/test.sh does)")
 }
 
+/// Starts `ganymede <args> <config>` with `env`, its output appended to `log`.
+fn spawn_logged(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(ganymede_bin())
+        .args(args)
+        .arg(config)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawn ganymede {args:?}: {err}"))
+}
+
+/// Appends `lines` to a config file: they land in its last section (`[events]` for a
+/// hub, `[edge]` for an edge).
+pub fn append_config(config: &Path, lines: &str) {
+    let mut text = std::fs::read_to_string(config).expect("read config");
+    text.push_str(lines);
+    std::fs::write(config, text).expect("write config");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -158,22 +185,15 @@ impl ProcessCluster {
     pub fn start(&mut self, node_id: u64) {
         let hub = &mut self.hubs[(node_id - 1) as usize];
         assert!(hub.child.is_none(), "hub{node_id} is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&hub.log)
-            .expect("log file");
-        let child = Command::new(ganymede_bin())
-            .args(["hub", "--config"])
-            .arg(&hub.config)
-            .env("GANYMEDE_ADMIN_TOKEN", PROCESS_ADMIN_TOKEN)
-            .env("CONFIGPROXY_AUTH_TOKEN", PROCESS_PROXY_TOKEN)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ganymede hub");
+        let child = spawn_logged(
+            &["hub", "--config"],
+            &hub.config,
+            &hub.log,
+            &[
+                ("GANYMEDE_ADMIN_TOKEN", PROCESS_ADMIN_TOKEN),
+                ("CONFIGPROXY_AUTH_TOKEN", PROCESS_PROXY_TOKEN),
+            ],
+        );
         hub.child = Some(child);
     }
 
@@ -297,21 +317,12 @@ impl ProcessCluster {
     pub fn start_edge(&mut self, index: usize) {
         let edge = &mut self.edges[index];
         assert!(edge.child.is_none(), "edge{index} is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&edge.log)
-            .expect("log file");
-        let child = Command::new(ganymede_bin())
-            .args(["edge", "--config"])
-            .arg(&edge.config)
-            .env("CONFIGPROXY_AUTH_TOKEN", PROCESS_PROXY_TOKEN)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ganymede edge");
+        let child = spawn_logged(
+            &["edge", "--config"],
+            &edge.config,
+            &edge.log,
+            &[("CONFIGPROXY_AUTH_TOKEN", PROCESS_PROXY_TOKEN)],
+        );
         edge.child = Some(child);
     }
 
