@@ -11,7 +11,10 @@ use crate::state::{Secret, Timestamp, TokenOwner};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Fix the cluster secret; the first command every new cluster commits.
-    InitializeCluster { cluster_secret: Secret, at: Timestamp },
+    InitializeCluster {
+        cluster_secret: Secret,
+        at: Timestamp,
+    },
     /// Create users (names already normalized). Existing names are skipped; if every
     /// name exists the command is rejected, as JupyterHub's `POST /users` does.
     CreateUsers {
@@ -28,7 +31,10 @@ pub enum Command {
     },
     /// Delete a user with their tokens; running servers are marked stopped and lose
     /// their routes (the spawner reconciles the processes away).
-    DeleteUser { name: String, at: Timestamp },
+    DeleteUser {
+        name: String,
+        at: Timestamp,
+    },
     /// Create the service if it does not exist, or bring its admin flag and roles in line.
     EnsureService {
         name: String,
@@ -39,12 +45,38 @@ pub enum Command {
     /// Store a new token (its hash only). The id is assigned by the state machine.
     IssueToken(TokenRequest),
     /// Revoke one token.
-    RevokeToken { id: u64, at: Timestamp },
+    RevokeToken {
+        id: u64,
+        at: Timestamp,
+    },
     /// Ask for a server to start; creates a named server on first use.
     RequestSpawn {
         user: String,
         server: String,
         user_options: serde_json::Value,
+        /// The hub's throttles, checked against the replicated state so that they hold
+        /// cluster-wide.
+        #[serde(default)]
+        limits: SpawnLimits,
+        at: Timestamp,
+    },
+    /// Create a named server without starting it (`PUT …/servers/{s}`).
+    CreateServer {
+        user: String,
+        server: String,
+        display_name: Option<String>,
+        user_options: serde_json::Value,
+        #[serde(default)]
+        limits: SpawnLimits,
+        at: Timestamp,
+    },
+    /// Rename a stopped named server and/or change how it is shown or started.
+    UpdateServer {
+        user: String,
+        server: String,
+        rename: Option<String>,
+        display_name: Option<String>,
+        user_options: Option<serde_json::Value>,
         at: Timestamp,
     },
     /// The spawner reports that spawn `spawn_id` is up and reachable at `url`.
@@ -67,6 +99,9 @@ pub enum Command {
     RequestStop {
         user: String,
         server: String,
+        /// Delete the named server once it has stopped (`{"remove": true}`).
+        #[serde(default)]
+        remove: bool,
         at: Timestamp,
     },
     /// The spawner reports that spawn `spawn_id` has stopped.
@@ -84,10 +119,77 @@ pub enum Command {
         at: Timestamp,
     },
     /// Remove a proxy route; removing a missing route is a no-op, as in CHP.
-    RemoveRoute { path: String, at: Timestamp },
+    RemoveRoute {
+        path: String,
+        at: Timestamp,
+    },
     /// One batch of activity an edge saw: the newest use of each route. Updates the
     /// routes' `last_activity` and, for a user's server route, the user's and server's.
-    RecordActivity { routes: Vec<RouteUse>, at: Timestamp },
+    RecordActivity {
+        routes: Vec<RouteUse>,
+        at: Timestamp,
+    },
+    /// Create groups, optionally with members; rejected if any exists.
+    CreateGroups {
+        names: Vec<String>,
+        users: Vec<String>,
+        at: Timestamp,
+    },
+    DeleteGroup {
+        name: String,
+        at: Timestamp,
+    },
+    /// Add and remove members of a group (unknown users are rejected).
+    ChangeGroupMembers {
+        name: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+        at: Timestamp,
+    },
+    /// Replace a group's free-form properties.
+    SetGroupProperties {
+        name: String,
+        properties: serde_json::Value,
+        at: Timestamp,
+    },
+    /// Activity one replica saw through its API in the last second (activity POSTs,
+    /// token use), coalesced so that Raft sees at most one such command per replica per
+    /// second.
+    RecordApiActivity {
+        users: Vec<UserActivity>,
+        tokens: Vec<TokenUse>,
+        at: Timestamp,
+    },
+}
+
+/// Cluster-wide throttles on starting servers; `None` is unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnLimits {
+    /// JupyterHub's `concurrent_spawn_limit`: servers starting at once.
+    pub concurrent_spawns: Option<u32>,
+    /// JupyterHub's `active_server_limit`: servers running or pending.
+    pub active_servers: Option<u32>,
+    /// JupyterHub's `named_server_limit_per_user`.
+    pub named_servers_per_user: Option<u32>,
+}
+
+/// A user's newest activity as reported to the API, and that of their servers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserActivity {
+    pub user: String,
+    pub last_activity: Option<Timestamp>,
+    /// `(server name, last activity)`.
+    pub servers: Vec<(String, Timestamp)>,
+}
+
+/// The newest use of one token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenUse {
+    pub id: u64,
+    pub last_activity: Timestamp,
 }
 
 /// The newest request through one route that counts as activity.
@@ -128,7 +230,14 @@ impl Command {
             | Command::MarkServerStopped { at, .. }
             | Command::AddRoute { at, .. }
             | Command::RemoveRoute { at, .. }
-            | Command::RecordActivity { at, .. } => *at,
+            | Command::RecordActivity { at, .. }
+            | Command::CreateServer { at, .. }
+            | Command::UpdateServer { at, .. }
+            | Command::CreateGroups { at, .. }
+            | Command::DeleteGroup { at, .. }
+            | Command::ChangeGroupMembers { at, .. }
+            | Command::SetGroupProperties { at, .. }
+            | Command::RecordApiActivity { at, .. } => *at,
         }
     }
 
@@ -150,6 +259,13 @@ impl Command {
             Command::AddRoute { .. } => "add_route",
             Command::RemoveRoute { .. } => "remove_route",
             Command::RecordActivity { .. } => "record_activity",
+            Command::CreateServer { .. } => "create_server",
+            Command::UpdateServer { .. } => "update_server",
+            Command::CreateGroups { .. } => "create_groups",
+            Command::DeleteGroup { .. } => "delete_group",
+            Command::ChangeGroupMembers { .. } => "change_group_members",
+            Command::SetGroupProperties { .. } => "set_group_properties",
+            Command::RecordApiActivity { .. } => "record_api_activity",
         }
     }
 }
@@ -166,12 +282,18 @@ impl std::fmt::Display for Command {
             | Command::RequestStop { user, server, .. }
             | Command::MarkServerReady { user, server, .. }
             | Command::MarkServerFailed { user, server, .. }
-            | Command::MarkServerStopped { user, server, .. } => {
+            | Command::MarkServerStopped { user, server, .. }
+            | Command::CreateServer { user, server, .. }
+            | Command::UpdateServer { user, server, .. } => {
                 write!(f, "{}({user}/{server})", self.kind())
             }
             Command::AddRoute { path, .. } | Command::RemoveRoute { path, .. } => {
                 write!(f, "{}({path})", self.kind())
             }
+            Command::DeleteGroup { name, .. }
+            | Command::ChangeGroupMembers { name, .. }
+            | Command::SetGroupProperties { name, .. } => write!(f, "{}({name})", self.kind()),
+            Command::CreateGroups { names, .. } => write!(f, "create_groups({})", names.join(",")),
             _ => f.write_str(self.kind()),
         }
     }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::command::{Command, TokenRequest};
+use crate::command::{Command, SpawnLimits, TokenRequest, TokenUse, UserActivity};
 use crate::event::{Event, Sequenced};
 use crate::names;
 use crate::state::{
-    ClusterInfo, Route, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User, route_key_for,
+    ClusterInfo, Group, Route, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User, route_key_for,
 };
 
 /// Why a command was refused. Refusals change nothing and are returned to the proposer.
@@ -57,6 +57,22 @@ pub enum Rejection {
     InvalidRoutePath { path: String },
     #[error("invalid route target: {target:?}")]
     InvalidRouteTarget { target: String },
+    #[error("{user} already has a server named {server:?}")]
+    ServerExists { user: String, server: String },
+    #[error("the default server cannot be removed")]
+    CannotRemoveDefaultServer,
+    #[error("{limit} servers are already starting")]
+    TooManyPendingSpawns { limit: u32 },
+    #[error("{limit} servers are already active")]
+    TooManyActiveServers { limit: u32 },
+    #[error("{user} already has {limit} named servers")]
+    NamedServerLimit { user: String, limit: u32 },
+    #[error("invalid group name: {name:?}")]
+    InvalidGroupName { name: String },
+    #[error("group {name} already exists")]
+    GroupExists { name: String },
+    #[error("no such group: {name}")]
+    GroupNotFound { name: String },
 }
 
 /// Decides what a command means in `state`: the events it produces, in order, or why it
@@ -230,20 +246,24 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             user,
             server,
             user_options,
+            limits,
             at,
         } => {
             let owner = existing_user(state, user)?;
             if !server.is_empty() && !names::is_valid_server_name(server) {
                 return Err(Rejection::InvalidServerName { name: server.clone() });
             }
-            if let Some(existing) = owner.servers.get(server)
-                && existing.phase != ServerPhase::Stopped
-            {
-                return Err(Rejection::ServerActive {
-                    user: user.clone(),
-                    server: server.clone(),
-                });
+            match owner.servers.get(server) {
+                Some(existing) if existing.phase != ServerPhase::Stopped => {
+                    return Err(Rejection::ServerActive {
+                        user: user.clone(),
+                        server: server.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => check_named_server_limit(owner, server, limits)?,
             }
+            check_spawn_limits(state, limits)?;
             Ok(vec![Event::ServerSpawnRequested {
                 user: user.clone(),
                 server: server.clone(),
@@ -298,13 +318,32 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             let current = active_attempt(state, user, server, *spawn_id)?;
             Ok(stop_events(user, current, Some(reason.clone()), *at))
         }
-        Command::RequestStop { user, server, at } => {
+        Command::RequestStop {
+            user,
+            server,
+            remove,
+            at,
+        } => {
             let owner = existing_user(state, user)?;
             let current = owner.servers.get(server).ok_or_else(|| Rejection::ServerNotFound {
                 user: user.clone(),
                 server: server.clone(),
             })?;
+            if *remove && server.is_empty() {
+                return Err(Rejection::CannotRemoveDefaultServer);
+            }
+            let removal = Event::ServerRemovalRequested {
+                user: user.clone(),
+                server: server.clone(),
+                at: *at,
+            };
             match (current.phase, current.spawn_id) {
+                (ServerPhase::Stopped, _) if *remove => Ok(vec![Event::ServerRemoved {
+                    user: user.clone(),
+                    server: server.clone(),
+                    at: *at,
+                }]),
+                (ServerPhase::PendingStop, _) if *remove => Ok(vec![removal]),
                 (ServerPhase::PendingSpawn | ServerPhase::Running, Some(spawn_id)) => {
                     let mut events = vec![Event::ServerStopRequested {
                         user: user.clone(),
@@ -318,6 +357,9 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                             path: route_key_for(user, server),
                             at: *at,
                         });
+                    }
+                    if *remove {
+                        events.push(removal);
                     }
                     Ok(events)
                 }
@@ -364,7 +406,232 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             }])
         }
         Command::RecordActivity { routes, at } => Ok(record_activity(state, routes, *at)),
+        Command::CreateServer {
+            user,
+            server,
+            display_name,
+            user_options,
+            limits,
+            at,
+        } => {
+            let owner = existing_user(state, user)?;
+            if !names::is_valid_server_name(server) {
+                return Err(Rejection::InvalidServerName { name: server.clone() });
+            }
+            if owner.servers.contains_key(server) {
+                return Err(Rejection::ServerExists {
+                    user: user.clone(),
+                    server: server.clone(),
+                });
+            }
+            check_named_server_limit(owner, server, limits)?;
+            Ok(vec![Event::ServerCreated {
+                user: user.clone(),
+                server: server.clone(),
+                display_name: display_name.clone().unwrap_or_else(|| server.clone()),
+                user_options: user_options.clone(),
+                at: *at,
+            }])
+        }
+        Command::UpdateServer {
+            user,
+            server,
+            rename,
+            display_name,
+            user_options,
+            at,
+        } => {
+            let owner = existing_user(state, user)?;
+            let current = owner.servers.get(server).ok_or_else(|| Rejection::ServerNotFound {
+                user: user.clone(),
+                server: server.clone(),
+            })?;
+            if current.phase != ServerPhase::Stopped {
+                return Err(Rejection::ServerActive {
+                    user: user.clone(),
+                    server: server.clone(),
+                });
+            }
+            let new_name = rename.clone().unwrap_or_else(|| server.clone());
+            if new_name != *server {
+                if server.is_empty() || !names::is_valid_server_name(&new_name) {
+                    return Err(Rejection::InvalidServerName { name: new_name });
+                }
+                if owner.servers.contains_key(&new_name) {
+                    return Err(Rejection::ServerExists {
+                        user: user.clone(),
+                        server: new_name,
+                    });
+                }
+            }
+            let display_name = match display_name {
+                Some(display_name) => display_name.clone(),
+                // A renamed server that was shown by its name keeps being so.
+                None if current.display_name == current.name => new_name.clone(),
+                None => current.display_name.clone(),
+            };
+            Ok(vec![Event::ServerUpdated {
+                user: user.clone(),
+                server: server.clone(),
+                new_name,
+                display_name,
+                user_options: user_options.clone().unwrap_or_else(|| current.user_options.clone()),
+                at: *at,
+            }])
+        }
+        Command::CreateGroups { names, users, at } => {
+            if names.is_empty() {
+                return Err(Rejection::InvalidGroupName { name: String::new() });
+            }
+            for name in names {
+                if !names::is_valid_user_name(name) {
+                    return Err(Rejection::InvalidGroupName { name: name.clone() });
+                }
+                if state.groups.contains_key(name) {
+                    return Err(Rejection::GroupExists { name: name.clone() });
+                }
+            }
+            for user in users {
+                existing_user(state, user)?;
+            }
+            let mut members = users.clone();
+            members.sort();
+            members.dedup();
+            let mut seen = std::collections::BTreeSet::new();
+            Ok(names
+                .iter()
+                .filter(|name| seen.insert(name.as_str()))
+                .map(|name| Event::GroupCreated {
+                    name: name.clone(),
+                    users: members.clone(),
+                    at: *at,
+                })
+                .collect())
+        }
+        Command::DeleteGroup { name, at } => {
+            existing_group(state, name)?;
+            Ok(vec![Event::GroupDeleted {
+                name: name.clone(),
+                at: *at,
+            }])
+        }
+        Command::ChangeGroupMembers { name, add, remove, at } => {
+            let group = existing_group(state, name)?;
+            for user in add {
+                existing_user(state, user)?;
+            }
+            let mut added: Vec<String> = add.iter().filter(|u| !group.users.contains(*u)).cloned().collect();
+            added.sort();
+            added.dedup();
+            let mut removed: Vec<String> = remove.iter().filter(|u| group.users.contains(*u)).cloned().collect();
+            removed.sort();
+            removed.dedup();
+            if added.is_empty() && removed.is_empty() {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::GroupMembersChanged {
+                name: name.clone(),
+                added,
+                removed,
+                at: *at,
+            }])
+        }
+        Command::SetGroupProperties { name, properties, at } => {
+            existing_group(state, name)?;
+            Ok(vec![Event::GroupPropertiesSet {
+                name: name.clone(),
+                properties: properties.clone(),
+                at: *at,
+            }])
+        }
+        Command::RecordApiActivity { users, tokens, at } => Ok(record_api_activity(state, users, tokens, *at)),
     }
+}
+
+fn check_named_server_limit(owner: &User, server: &str, limits: &SpawnLimits) -> Result<(), Rejection> {
+    if server.is_empty() {
+        return Ok(());
+    }
+    match limits.named_servers_per_user {
+        Some(limit) if owner.servers.keys().filter(|name| !name.is_empty()).count() >= limit as usize => {
+            Err(Rejection::NamedServerLimit {
+                user: owner.name.clone(),
+                limit,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_spawn_limits(state: &State, limits: &SpawnLimits) -> Result<(), Rejection> {
+    if let Some(limit) = limits.concurrent_spawns
+        && state.pending_spawns() >= limit as usize
+    {
+        return Err(Rejection::TooManyPendingSpawns { limit });
+    }
+    if let Some(limit) = limits.active_servers
+        && state.active_servers() >= limit as usize
+    {
+        return Err(Rejection::TooManyActiveServers { limit });
+    }
+    Ok(())
+}
+
+fn existing_group<'a>(state: &'a State, name: &str) -> Result<&'a Group, Rejection> {
+    state
+        .groups
+        .get(name)
+        .ok_or_else(|| Rejection::GroupNotFound { name: name.to_owned() })
+}
+
+/// Keeps what moves a user's, server's or token's timestamp forward, clamped to the
+/// command's time; things that are gone by now are ignored.
+fn record_api_activity(state: &State, users: &[UserActivity], tokens: &[TokenUse], at: Timestamp) -> Vec<Event> {
+    let newer = |seen: Option<Timestamp>, when: Timestamp| seen.is_none_or(|seen| when > seen);
+    let mut kept_users = Vec::new();
+    for activity in users {
+        let Some(user) = state.users.get(&activity.user) else {
+            continue;
+        };
+        let last_activity = activity
+            .last_activity
+            .map(|when| when.min(at))
+            .filter(|when| newer(user.last_activity, *when));
+        let servers: Vec<(String, Timestamp)> = activity
+            .servers
+            .iter()
+            .filter_map(|(name, when)| {
+                let server = user.servers.get(name)?;
+                let when = (*when).min(at);
+                newer(server.last_activity, when).then(|| (name.clone(), when))
+            })
+            .collect();
+        if last_activity.is_some() || !servers.is_empty() {
+            kept_users.push(UserActivity {
+                user: activity.user.clone(),
+                last_activity,
+                servers,
+            });
+        }
+    }
+    let kept_tokens: Vec<TokenUse> = tokens
+        .iter()
+        .filter_map(|token_use| {
+            let token = state.tokens.get(&token_use.id)?;
+            let when = token_use.last_activity.min(at);
+            newer(token.last_activity, when).then_some(TokenUse {
+                id: token_use.id,
+                last_activity: when,
+            })
+        })
+        .collect();
+    if kept_users.is_empty() && kept_tokens.is_empty() {
+        return Vec::new();
+    }
+    vec![Event::ApiActivityRecorded {
+        users: kept_users,
+        tokens: kept_tokens,
+    }]
 }
 
 /// Keeps only what moves a timestamp forward; an edge's clock ahead of the proposer's is
@@ -429,6 +696,13 @@ fn stop_events(user: &str, server: &Server, reason: Option<String>, at: i64) -> 
         reason,
         at,
     });
+    if server.remove_on_stop {
+        events.push(Event::ServerRemoved {
+            user: user.to_owned(),
+            server: server.name.clone(),
+            at,
+        });
+    }
     events
 }
 
@@ -612,6 +886,103 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                 }
             }
         }
+        other => evolve_more(state, other),
+    }
+}
+
+fn evolve_more(state: &mut State, event: &Event) {
+    match event {
+        Event::ServerCreated {
+            user,
+            server,
+            display_name,
+            user_options,
+            ..
+        } => {
+            if let Some(owner) = state.users.get_mut(user) {
+                let mut entry = Server::stopped(server);
+                entry.display_name = display_name.clone();
+                entry.user_options = user_options.clone();
+                owner.servers.insert(server.clone(), entry);
+            }
+        }
+        Event::ServerUpdated {
+            user,
+            server,
+            new_name,
+            display_name,
+            user_options,
+            ..
+        } => {
+            if let Some(owner) = state.users.get_mut(user)
+                && let Some(mut entry) = owner.servers.remove(server)
+            {
+                entry.name = new_name.clone();
+                entry.display_name = display_name.clone();
+                entry.user_options = user_options.clone();
+                owner.servers.insert(new_name.clone(), entry);
+            }
+        }
+        Event::ServerRemovalRequested { user, server, .. } => {
+            if let Some(entry) = server_mut(state, user, server) {
+                entry.remove_on_stop = true;
+            }
+        }
+        Event::ServerRemoved { user, server, .. } => {
+            if let Some(owner) = state.users.get_mut(user) {
+                owner.servers.remove(server);
+            }
+        }
+        Event::GroupCreated { name, users, .. } => {
+            state.groups.insert(
+                name.clone(),
+                Group {
+                    name: name.clone(),
+                    users: users.iter().cloned().collect(),
+                    properties: serde_json::Value::Object(Default::default()),
+                },
+            );
+        }
+        Event::GroupDeleted { name, .. } => {
+            state.groups.remove(name);
+        }
+        Event::GroupMembersChanged {
+            name, added, removed, ..
+        } => {
+            if let Some(group) = state.groups.get_mut(name) {
+                group.users.extend(added.iter().cloned());
+                for user in removed {
+                    group.users.remove(user);
+                }
+            }
+        }
+        Event::GroupPropertiesSet { name, properties, .. } => {
+            if let Some(group) = state.groups.get_mut(name) {
+                group.properties = properties.clone();
+            }
+        }
+        Event::ApiActivityRecorded { users, tokens } => {
+            for activity in users {
+                let Some(user) = state.users.get_mut(&activity.user) else {
+                    continue;
+                };
+                if let Some(when) = activity.last_activity {
+                    user.last_activity = Some(user.last_activity.map_or(when, |seen| seen.max(when)));
+                }
+                for (name, when) in &activity.servers {
+                    if let Some(server) = user.servers.get_mut(name) {
+                        server.last_activity = Some(server.last_activity.map_or(*when, |seen| seen.max(*when)));
+                    }
+                }
+            }
+            for token_use in tokens {
+                if let Some(token) = state.tokens.get_mut(&token_use.id) {
+                    let when = token_use.last_activity;
+                    token.last_activity = Some(token.last_activity.map_or(when, |seen| seen.max(when)));
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::{TokenUse, UserActivity};
 use crate::state::{Route, Secret, Service, State, Timestamp, Token, TokenOwner};
 
 /// One fact about the state.
@@ -83,6 +84,58 @@ pub enum Event {
         routes: Vec<(String, Timestamp)>,
         servers: Vec<ServerActivity>,
     },
+    ServerCreated {
+        user: String,
+        server: String,
+        display_name: String,
+        user_options: serde_json::Value,
+        at: Timestamp,
+    },
+    /// A stopped named server renamed (`server` → `new_name`, possibly the same) or edited.
+    ServerUpdated {
+        user: String,
+        server: String,
+        new_name: String,
+        display_name: String,
+        user_options: serde_json::Value,
+        at: Timestamp,
+    },
+    /// A stop that should delete the named server once it has stopped.
+    ServerRemovalRequested {
+        user: String,
+        server: String,
+        at: Timestamp,
+    },
+    ServerRemoved {
+        user: String,
+        server: String,
+        at: Timestamp,
+    },
+    GroupCreated {
+        name: String,
+        users: Vec<String>,
+        at: Timestamp,
+    },
+    GroupDeleted {
+        name: String,
+        at: Timestamp,
+    },
+    GroupMembersChanged {
+        name: String,
+        added: Vec<String>,
+        removed: Vec<String>,
+        at: Timestamp,
+    },
+    GroupPropertiesSet {
+        name: String,
+        properties: serde_json::Value,
+        at: Timestamp,
+    },
+    /// Newer activity reported to the API: only what moves a timestamp forward.
+    ApiActivityRecorded {
+        users: Vec<UserActivity>,
+        tokens: Vec<TokenUse>,
+    },
 }
 
 /// Activity on one user's server.
@@ -112,6 +165,7 @@ pub enum Key {
     Service(String),
     Token(u64),
     Route(String),
+    Group(String),
     /// Group rows that name a user who was renamed or deleted; groups are few, so the
     /// store rewrites them all.
     Groups,
@@ -148,6 +202,19 @@ impl Event {
             | Event::ServerStopped { user, .. } => vec![Key::User(user.clone())],
             Event::RouteAdded { route } => vec![Key::Route(route.path.clone())],
             Event::RouteRemoved { path, .. } => vec![Key::Route(path.clone())],
+            Event::ServerCreated { user, .. }
+            | Event::ServerUpdated { user, .. }
+            | Event::ServerRemovalRequested { user, .. }
+            | Event::ServerRemoved { user, .. } => vec![Key::User(user.clone())],
+            Event::GroupCreated { name, .. }
+            | Event::GroupDeleted { name, .. }
+            | Event::GroupMembersChanged { name, .. }
+            | Event::GroupPropertiesSet { name, .. } => vec![Key::Group(name.clone())],
+            Event::ApiActivityRecorded { users, tokens } => {
+                let mut keys: Vec<Key> = users.iter().map(|activity| Key::User(activity.user.clone())).collect();
+                keys.extend(tokens.iter().map(|token_use| Key::Token(token_use.id)));
+                keys
+            }
             Event::ActivityRecorded { routes, servers } => {
                 let mut keys: Vec<Key> = routes.iter().map(|(path, _)| Key::Route(path.clone())).collect();
                 keys.extend(servers.iter().map(|activity| Key::User(activity.user.clone())));

@@ -12,9 +12,10 @@ mod command;
 mod decide;
 mod event;
 pub mod names;
+pub mod rbac;
 mod state;
 
-pub use command::{Command, RouteUse, TokenRequest};
+pub use command::{Command, RouteUse, SpawnLimits, TokenRequest, TokenUse, UserActivity};
 pub use decide::{Rejection, apply, decide, evolve};
 pub use event::{Event, Key, Sequenced, ServerActivity};
 pub use state::{

@@ -46,6 +46,9 @@ pub enum ServerPhase {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub name: String,
+    /// What the home page shows (JupyterHub 6's `display_name`); the name by default.
+    #[serde(default)]
+    pub display_name: String,
     pub phase: ServerPhase,
     /// Identifies one attempt to run this server; every spawner action is idempotent on
     /// it, and reports about an older attempt are rejected as stale.
@@ -55,18 +58,23 @@ pub struct Server {
     pub user_options: serde_json::Value,
     pub started: Option<Timestamp>,
     pub last_activity: Option<Timestamp>,
+    /// Set by a stop that asked for the named server to be deleted once stopped.
+    #[serde(default)]
+    pub remove_on_stop: bool,
 }
 
 impl Server {
     pub fn stopped(name: &str) -> Self {
         Server {
             name: name.to_owned(),
+            display_name: name.to_owned(),
             phase: ServerPhase::Stopped,
             spawn_id: None,
             url: None,
             user_options: serde_json::Value::Object(Default::default()),
             started: None,
             last_activity: None,
+            remove_on_stop: false,
         }
     }
 }
@@ -209,6 +217,28 @@ pub struct State {
 impl State {
     pub fn token_by_hash(&self, hash: &str) -> Option<&Token> {
         self.token_ids_by_hash.get(hash).and_then(|id| self.tokens.get(id))
+    }
+
+    /// The groups `user` belongs to, by name.
+    pub fn groups_of<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.groups
+            .values()
+            .filter(move |group| group.users.contains(user))
+            .map(|group| group.name.as_str())
+    }
+
+    /// Servers starting right now, cluster-wide (`concurrent_spawn_limit` counts these).
+    pub fn pending_spawns(&self) -> usize {
+        self.users
+            .values()
+            .flat_map(|user| user.servers.values())
+            .filter(|server| server.phase == ServerPhase::PendingSpawn)
+            .count()
+    }
+
+    /// Servers not stopped, cluster-wide (`active_server_limit` counts these).
+    pub fn active_servers(&self) -> usize {
+        self.users.values().map(|user| user.active_servers().count()).sum()
     }
 
     pub fn tokens_of<'a>(&'a self, owner: &'a TokenOwner) -> impl Iterator<Item = &'a Token> + 'a {

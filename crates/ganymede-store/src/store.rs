@@ -398,6 +398,7 @@ impl Store {
             }
             Key::Token(id) => put_or_delete(self, batch, layout::TOKENS, &u64_key(*id), state.tokens.get(id)),
             Key::Route(path) => put_or_delete(self, batch, layout::ROUTES, path.as_bytes(), state.routes.get(path)),
+            Key::Group(name) => put_or_delete(self, batch, layout::GROUPS, name.as_bytes(), state.groups.get(name)),
             Key::Groups => {
                 for (name, group) in &state.groups {
                     put_or_delete(self, batch, layout::GROUPS, name.as_bytes(), Some(group))?;

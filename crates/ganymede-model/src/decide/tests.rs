@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::command::SpawnLimits;
 use crate::event::Key;
 
 const T0: i64 = 1_700_000_000_000;
@@ -21,6 +22,7 @@ fn spawn(user: &str, server: &str) -> Command {
         user: user.into(),
         server: server.into(),
         user_options: serde_json::json!({}),
+        limits: Default::default(),
         at: T0,
     }
 }
@@ -200,6 +202,7 @@ fn server_lifecycle() {
     let stop = Command::RequestStop {
         user: "alice".into(),
         server: "".into(),
+        remove: false,
         at: T0,
     };
     let state = check(&running, stop.clone(), Ok(&["server_stop_requested", "route_removed"]));
@@ -420,6 +423,7 @@ fn activity_moves_timestamps_forward_only() {
 fn any_command() -> impl Strategy<Value = Command> {
     let user = prop::sample::select(vec!["alice", "bob", "carol"]).prop_map(String::from);
     let server = prop::sample::select(vec!["", "lab", "gpu"]).prop_map(String::from);
+    let group = prop::sample::select(vec!["students", "staff"]).prop_map(String::from);
     let at = 0i64..1_000;
     prop_oneof![
         (prop::collection::vec(user.clone(), 0..3), any::<bool>(), at.clone())
@@ -451,6 +455,10 @@ fn any_command() -> impl Strategy<Value = Command> {
                 user,
                 server,
                 user_options: serde_json::json!({}),
+                limits: crate::SpawnLimits {
+                    active_servers: Some(4),
+                    ..Default::default()
+                },
                 at,
             }
         }),
@@ -463,10 +471,65 @@ fn any_command() -> impl Strategy<Value = Command> {
                 at,
             }
         }),
-        (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| Command::RequestStop {
+        (user.clone(), server.clone(), any::<bool>(), at.clone()).prop_map(|(user, server, remove, at)| {
+            Command::RequestStop {
+                user,
+                server,
+                remove,
+                at,
+            }
+        }),
+        (
+            user.clone(),
+            server.clone(),
+            prop::option::of(server.clone()),
+            at.clone()
+        )
+            .prop_map(|(user, server, rename, at)| Command::UpdateServer {
+                user,
+                server,
+                rename,
+                display_name: None,
+                user_options: None,
+                at,
+            }),
+        (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| Command::CreateServer {
             user,
             server,
-            at
+            display_name: Some("Shown".into()),
+            user_options: serde_json::json!({"a": 1}),
+            limits: Default::default(),
+            at,
+        }),
+        (
+            prop::collection::vec(group.clone(), 0..3),
+            prop::collection::vec(user.clone(), 0..3),
+            at.clone()
+        )
+            .prop_map(|(names, users, at)| Command::CreateGroups { names, users, at }),
+        (group.clone(), at.clone()).prop_map(|(name, at)| Command::DeleteGroup { name, at }),
+        (
+            group.clone(),
+            prop::collection::vec(user.clone(), 0..3),
+            prop::collection::vec(user.clone(), 0..3),
+            at.clone()
+        )
+            .prop_map(|(name, add, remove, at)| Command::ChangeGroupMembers { name, add, remove, at }),
+        (group, at.clone()).prop_map(|(name, at)| Command::SetGroupProperties {
+            name,
+            properties: serde_json::json!({"course": at}),
+            at,
+        }),
+        (user.clone(), server.clone(), 1u64..5, at.clone()).prop_map(|(user, server, id, at)| {
+            Command::RecordApiActivity {
+                users: vec![crate::UserActivity {
+                    user,
+                    last_activity: Some(at),
+                    servers: vec![(server, at)],
+                }],
+                tokens: vec![crate::TokenUse { id, last_activity: at }],
+                at: at + 5,
+            }
         }),
         (user.clone(), server.clone(), 1u64..6, at.clone()).prop_map(|(user, server, spawn_id, at)| {
             Command::MarkServerStopped {
@@ -616,7 +679,271 @@ proptest! {
                         prop_assert!(touched.contains(&Key::Route(path.clone())));
                     }
                 }
+                for name in before.groups.keys().chain(state.groups.keys()) {
+                    if before.groups.get(name) != state.groups.get(name) {
+                        prop_assert!(
+                            touched.contains(&Key::Group(name.clone()))
+                                || (touched.contains(&Key::Groups) && state.groups.contains_key(name)),
+                            "group {} changed untouched", name
+                        );
+                    }
+                }
             }
         }
     }
+}
+
+fn group_command(names: &[&str], users: &[&str]) -> Command {
+    Command::CreateGroups {
+        names: names.iter().map(|n| n.to_string()).collect(),
+        users: users.iter().map(|n| n.to_string()).collect(),
+        at: T0,
+    }
+}
+
+#[test]
+fn groups() {
+    let users = create(&["alice", "bob"], false);
+    let state = check(
+        &[users.clone()],
+        group_command(&["students"], &["alice"]),
+        Ok(&["group_created"]),
+    );
+    assert!(state.groups["students"].users.contains("alice"));
+    check(
+        &[users.clone(), group_command(&["students"], &[])],
+        group_command(&["staff", "students"], &[]),
+        Err(Rejection::GroupExists {
+            name: "students".into(),
+        }),
+    );
+    check(
+        &[users.clone()],
+        group_command(&["students"], &["zed"]),
+        Err(Rejection::UserNotFound { name: "zed".into() }),
+    );
+    check(
+        &[],
+        group_command(&["a/b"], &[]),
+        Err(Rejection::InvalidGroupName { name: "a/b".into() }),
+    );
+    let members = Command::ChangeGroupMembers {
+        name: "students".into(),
+        add: vec!["bob".into(), "bob".into()],
+        remove: vec!["alice".into()],
+        at: T0,
+    };
+    let state = check(
+        &[users.clone(), group_command(&["students"], &["alice"])],
+        members.clone(),
+        Ok(&["group_members_changed"]),
+    );
+    assert_eq!(state.groups["students"].users.iter().collect::<Vec<_>>(), vec!["bob"]);
+    // Nothing to change is not an event.
+    let history = [users.clone(), group_command(&["students"], &["alice"]), members.clone()];
+    check(&history, members, Ok(&[]));
+    let properties = Command::SetGroupProperties {
+        name: "students".into(),
+        properties: serde_json::json!({"course": "ml"}),
+        at: T0,
+    };
+    let state = check(&history, properties, Ok(&["group_properties_set"]));
+    assert_eq!(state.groups["students"].properties["course"], "ml");
+    // Deleting a member removes them from the group; deleting the group removes it.
+    let delete_bob = Command::DeleteUser {
+        name: "bob".into(),
+        at: T0,
+    };
+    let state = check(&history, delete_bob, Ok(&["user_deleted"]));
+    assert!(state.groups["students"].users.is_empty());
+    let state = check(
+        &history,
+        Command::DeleteGroup {
+            name: "students".into(),
+            at: T0,
+        },
+        Ok(&["group_deleted"]),
+    );
+    assert!(state.groups.is_empty());
+}
+
+#[test]
+fn named_servers_are_created_renamed_and_removed() {
+    let alice = create(&["alice"], false);
+    let create_gpu = Command::CreateServer {
+        user: "alice".into(),
+        server: "gpu".into(),
+        display_name: Some("GPU box".into()),
+        user_options: serde_json::json!({"size": "xl"}),
+        limits: Default::default(),
+        at: T0,
+    };
+    let state = check(&[alice.clone()], create_gpu.clone(), Ok(&["server_created"]));
+    assert_eq!(state.users["alice"].servers["gpu"].display_name, "GPU box");
+    check(
+        &[alice.clone(), create_gpu.clone()],
+        create_gpu.clone(),
+        Err(Rejection::ServerExists {
+            user: "alice".into(),
+            server: "gpu".into(),
+        }),
+    );
+    let limited = Command::CreateServer {
+        user: "alice".into(),
+        server: "cpu".into(),
+        display_name: None,
+        user_options: serde_json::json!({}),
+        limits: SpawnLimits {
+            named_servers_per_user: Some(1),
+            ..Default::default()
+        },
+        at: T0,
+    };
+    check(
+        &[alice.clone(), create_gpu.clone()],
+        limited,
+        Err(Rejection::NamedServerLimit {
+            user: "alice".into(),
+            limit: 1,
+        }),
+    );
+    let rename = Command::UpdateServer {
+        user: "alice".into(),
+        server: "gpu".into(),
+        rename: Some("tpu".into()),
+        display_name: None,
+        user_options: None,
+        at: T0,
+    };
+    let state = check(
+        &[alice.clone(), create_gpu.clone()],
+        rename.clone(),
+        Ok(&["server_updated"]),
+    );
+    let tpu = &state.users["alice"].servers["tpu"];
+    assert_eq!(
+        (tpu.display_name.as_str(), &tpu.user_options),
+        ("GPU box", &serde_json::json!({"size": "xl"}))
+    );
+    assert!(!state.users["alice"].servers.contains_key("gpu"));
+    // Not while it runs.
+    let running = [
+        alice.clone(),
+        create_gpu.clone(),
+        spawn("alice", "gpu"),
+        ready("alice", "gpu", 1),
+    ];
+    check(
+        &running,
+        rename,
+        Err(Rejection::ServerActive {
+            user: "alice".into(),
+            server: "gpu".into(),
+        }),
+    );
+    // Stop with remove: the server goes once the spawner says it stopped.
+    let stop_remove = Command::RequestStop {
+        user: "alice".into(),
+        server: "gpu".into(),
+        remove: true,
+        at: T0,
+    };
+    check(
+        &running,
+        stop_remove.clone(),
+        Ok(&["server_stop_requested", "route_removed", "server_removal_requested"]),
+    );
+    let mut stopping = running.to_vec();
+    stopping.push(stop_remove.clone());
+    let state = check(
+        &stopping,
+        Command::MarkServerStopped {
+            user: "alice".into(),
+            server: "gpu".into(),
+            spawn_id: 1,
+            at: T0 + 2,
+        },
+        Ok(&["server_stopped", "server_removed"]),
+    );
+    assert!(state.users["alice"].servers.is_empty());
+    // A stopped named server is removed at once; the default server never.
+    check(&[alice.clone(), create_gpu], stop_remove, Ok(&["server_removed"]));
+    check(
+        &[alice, spawn("alice", "")],
+        Command::RequestStop {
+            user: "alice".into(),
+            server: "".into(),
+            remove: true,
+            at: T0,
+        },
+        Err(Rejection::CannotRemoveDefaultServer),
+    );
+}
+
+#[test]
+fn spawn_limits_count_the_whole_cluster() {
+    let limited = |concurrent, active| Command::RequestSpawn {
+        user: "bob".into(),
+        server: "".into(),
+        user_options: serde_json::json!({}),
+        limits: SpawnLimits {
+            concurrent_spawns: concurrent,
+            active_servers: active,
+            named_servers_per_user: None,
+        },
+        at: T0,
+    };
+    let alice_pending = [create(&["alice", "bob"], false), spawn("alice", "")];
+    check(
+        &alice_pending,
+        limited(Some(1), None),
+        Err(Rejection::TooManyPendingSpawns { limit: 1 }),
+    );
+    check(&alice_pending, limited(Some(2), None), Ok(&["server_spawn_requested"]));
+    let alice_running = [
+        create(&["alice", "bob"], false),
+        spawn("alice", ""),
+        ready("alice", "", 1),
+    ];
+    check(&alice_running, limited(Some(1), None), Ok(&["server_spawn_requested"]));
+    check(
+        &alice_running,
+        limited(None, Some(1)),
+        Err(Rejection::TooManyActiveServers { limit: 1 }),
+    );
+}
+
+#[test]
+fn api_activity_moves_forward_only_and_is_clamped() {
+    let history = [create(&["alice"], false), spawn("alice", ""), token_for("alice", "h1")];
+    let report = |when: i64| Command::RecordApiActivity {
+        users: vec![crate::UserActivity {
+            user: "alice".into(),
+            last_activity: Some(when),
+            servers: vec![("".into(), when), ("nope".into(), when)],
+        }],
+        tokens: vec![
+            crate::TokenUse {
+                id: 1,
+                last_activity: when,
+            },
+            crate::TokenUse {
+                id: 9,
+                last_activity: when,
+            },
+        ],
+        at: T0 + 100,
+    };
+    let state = check(&history, report(T0 + 50), Ok(&["api_activity_recorded"]));
+    assert_eq!(state.users["alice"].last_activity, Some(T0 + 50));
+    assert_eq!(state.users["alice"].servers[""].last_activity, Some(T0 + 50));
+    assert_eq!(state.tokens[&1].last_activity, Some(T0 + 50));
+    // From the future: clamped to the proposer's time.
+    let state = check(&history, report(T0 + 10_000), Ok(&["api_activity_recorded"]));
+    assert_eq!(state.users["alice"].last_activity, Some(T0 + 100));
+    // The same timestamp again (single-user servers resend it) changes nothing.
+    let mut seen = history.to_vec();
+    seen.push(report(T0 + 50));
+    check(&seen, report(T0 + 50), Ok(&[]));
+    check(&seen, report(T0 + 10), Ok(&[]));
 }

@@ -44,6 +44,7 @@ fn commands() -> Vec<Command> {
             user: "alice".into(),
             server: "".into(),
             user_options: serde_json::json!({}),
+            limits: Default::default(),
             at: T0,
         },
         Command::MarkServerReady {
