@@ -37,6 +37,12 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Missing or invalid credentials.")
     }
 
+    /// A scope held only for other resources, or a resource that does not exist: the
+    /// two look alike on purpose.
+    pub fn no_access() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "No access to resources or resources not found")
+    }
+
     pub fn requires_scope(scopes: &[&str]) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
@@ -51,20 +57,34 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "status": self.status.as_u16(), "message": self.message });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // JupyterHub suggests a retry within a few seconds, jittered.
+            let seconds = 10 + rand::random::<u8>() % 20;
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(u32::from(seconds)));
+        }
+        response
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
         let status = match &rejection {
-            Rejection::UserExists { .. } | Rejection::AllUsersExist { .. } | Rejection::TokenExists => {
-                StatusCode::CONFLICT
-            }
+            Rejection::UserExists { .. }
+            | Rejection::AllUsersExist { .. }
+            | Rejection::TokenExists
+            | Rejection::GroupExists { .. }
+            | Rejection::ServerExists { .. } => StatusCode::CONFLICT,
             Rejection::UserNotFound { .. }
             | Rejection::ServerNotFound { .. }
             | Rejection::TokenNotFound { .. }
-            | Rejection::ServiceNotFound { .. } => StatusCode::NOT_FOUND,
+            | Rejection::ServiceNotFound { .. }
+            | Rejection::GroupNotFound { .. } => StatusCode::NOT_FOUND,
+            Rejection::TooManyPendingSpawns { .. } | Rejection::TooManyActiveServers { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Rejection::AlreadyInitialized => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -74,6 +94,19 @@ impl From<Rejection> for ApiError {
             Rejection::UserNotFound { name } => format!("No such user: {name}"),
             Rejection::InvalidUserName { name } => format!("Invalid username: {name}"),
             Rejection::InvalidServerName { name } => format!("Invalid server_name: '{name}'"),
+            Rejection::ServerNotFound { user, server } => format!("{user} has no server named '{server}'"),
+            Rejection::GroupNotFound { name } => format!("No such group: {name}"),
+            Rejection::GroupExists { name } => format!("Group {name} already exists"),
+            Rejection::ServerActive { user, server } => format!("{user}:{server} is already running"),
+            Rejection::TooManyPendingSpawns { .. } => {
+                "Too many users trying to log in right now. Try again soon.".into()
+            }
+            Rejection::TooManyActiveServers { .. } => "Active user limit exceeded. Try again in a few minutes.".into(),
+            Rejection::NamedServerLimit { user, limit } => {
+                format!(
+                    "User {user} already has the maximum of {limit} named servers.  One must be deleted before a new server can be created"
+                )
+            }
             other => other.to_string(),
         };
         ApiError::new(status, message)

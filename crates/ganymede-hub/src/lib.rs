@@ -4,6 +4,7 @@
 //!
 //! This crate is the only one that knows HTTP status codes.
 
+mod activity;
 mod api;
 mod auth;
 mod edge_feed;
@@ -14,10 +15,15 @@ mod render;
 pub mod tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use ganymede_model::SpawnLimits;
+use ganymede_model::rbac::Roles;
 use ganymede_raft::RaftHandle;
+use tokio_util::sync::CancellationToken;
 
+pub use activity::ActivityBatcher;
 pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use provision::provision;
@@ -43,11 +49,68 @@ impl Default for ApiLimits {
     }
 }
 
+/// How the hub behaves: JupyterHub's settings of the same names. Every replica must be
+/// configured alike (roles and limits are applied on whichever replica takes a request).
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// The default roles plus custom ones.
+    pub roles: Roles,
+    /// `concurrent_spawn_limit`, `active_server_limit`, `named_server_limit_per_user`.
+    pub spawn_limits: SpawnLimits,
+    /// How long `POST …/server` waits for a server to be ready before answering 202.
+    pub slow_spawn_timeout: Duration,
+    /// How long `DELETE …/server` waits for a server to stop before answering 202.
+    pub slow_stop_timeout: Duration,
+    /// `allow_named_servers`.
+    pub allow_named_servers: bool,
+    /// `token_expires_in_max_seconds`: the longest `expires_in` a token may ask for.
+    pub token_expires_in_max: Option<Duration>,
+    /// `authenticate_prometheus`: whether `/hub/metrics` needs `read:metrics`.
+    pub authenticate_prometheus: bool,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        HubSettings {
+            roles: Roles::default(),
+            spawn_limits: SpawnLimits {
+                concurrent_spawns: Some(100),
+                active_servers: None,
+                named_servers_per_user: None,
+            },
+            slow_spawn_timeout: Duration::from_secs(10),
+            slow_stop_timeout: Duration::from_secs(10),
+            allow_named_servers: true,
+            token_expires_in_max: None,
+            authenticate_prometheus: true,
+        }
+    }
+}
+
 /// What every handler needs.
 #[derive(Clone)]
 pub struct Hub {
     pub raft: RaftHandle,
     pub limits: Arc<ApiLimits>,
+    pub settings: Arc<HubSettings>,
+    pub activity: Arc<ActivityBatcher>,
+}
+
+impl Hub {
+    pub fn new(raft: RaftHandle, limits: ApiLimits, settings: HubSettings) -> Self {
+        Hub {
+            raft,
+            limits: Arc::new(limits),
+            settings: Arc::new(settings),
+            activity: Arc::new(ActivityBatcher::default()),
+        }
+    }
+
+    /// The hub's own background work (committing gathered activity); runs until
+    /// `shutdown`.
+    pub async fn run_background(self, shutdown: CancellationToken) {
+        self.activity.run(self.raft.clone(), shutdown).await;
+    }
 }
 
 /// The hub's HTTP routes.

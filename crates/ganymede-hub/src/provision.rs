@@ -64,7 +64,7 @@ async fn provision_once(raft: &RaftHandle, admin_token: Option<&str>) -> Result<
         let command = Command::IssueToken(TokenRequest {
             hash,
             owner: TokenOwner::Service("admin".into()),
-            scopes: vec!["admin".into()],
+            scopes: vec!["inherit".into()],
             note: "GANYMEDE_ADMIN_TOKEN".into(),
             expires_at: None,
             at: now,

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ganymede_hub::{ApiLimits, Hub};
@@ -94,10 +93,22 @@ struct Slot {
 /// An in-process cluster of hub replicas.
 pub struct TestCluster {
     pub timings: Timings,
+    /// The hub settings every replica starts with; tests without a spawner wait less for
+    /// spawns and stops than a real hub would (`slow_*_timeout` of 300 ms).
+    pub settings: ganymede_hub::HubSettings,
     dir: tempfile::TempDir,
     slots: BTreeMap<u64, Slot>,
     initial_members: BTreeMap<u64, HubNode>,
     hubs: BTreeMap<u64, TestHub>,
+}
+
+/// Hub settings for tests: JupyterHub's defaults, but short waits for spawns and stops.
+pub fn test_settings() -> ganymede_hub::HubSettings {
+    ganymede_hub::HubSettings {
+        slow_spawn_timeout: Duration::from_millis(300),
+        slow_stop_timeout: Duration::from_millis(300),
+        ..Default::default()
+    }
 }
 
 fn free_addr() -> SocketAddr {
@@ -114,10 +125,19 @@ impl TestCluster {
     }
 
     pub async fn start_with(voters: u64, timings: Timings) -> TestCluster {
+        Self::start_with_settings(voters, timings, test_settings()).await
+    }
+
+    pub async fn start_with_settings(
+        voters: u64,
+        timings: Timings,
+        settings: ganymede_hub::HubSettings,
+    ) -> TestCluster {
         init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cluster = TestCluster {
             timings,
+            settings,
             dir,
             slots: BTreeMap::new(),
             initial_members: BTreeMap::new(),
@@ -178,10 +198,8 @@ impl TestCluster {
             Some(ADMIN_TOKEN.into()),
             shutdown.clone(),
         ));
-        let hub = Hub {
-            raft: raft.clone(),
-            limits: Arc::new(ApiLimits::default()),
-        };
+        let hub = Hub::new(raft.clone(), ApiLimits::default(), self.settings.clone());
+        tasks.spawn(hub.clone().run_background(shutdown.clone()));
         for (listener, app) in [
             (api_listener, ganymede_hub::router(hub.clone())),
             (proxy_listener, ganymede_hub::proxy_router(hub, PROXY_TOKEN.into())),
@@ -322,6 +340,11 @@ impl Api {
         }
     }
 
+    /// The token this client sends.
+    pub fn token_value(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The same API with another token (or none).
     pub fn with_token(&self, token: Option<&str>) -> Api {
         Api {
@@ -336,7 +359,26 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        self.request_with_headers(method, path, body, &[]).await
+    }
+
+    /// A request with extra headers; `path` may also be an absolute URL (a `next.url`).
+    pub async fn request_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut request = self.client.request(method, url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("token {token}"));
         }

@@ -18,6 +18,60 @@ pub struct HubFile {
     pub raft: RaftSection,
     pub proxy: ProxySection,
     pub events: EventsSection,
+    pub servers: ServersSection,
+    pub api: ApiSection,
+    /// Custom roles (JupyterHub's `load_roles`): `[[roles]]` with `name`, `scopes`,
+    /// `users`, `groups`, `services`. Every replica must have the same ones.
+    pub roles: Vec<ganymede_model::rbac::Role>,
+}
+
+/// Users' servers: JupyterHub's settings of the same names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServersSection {
+    pub allow_named_servers: bool,
+    /// 0 = no limit.
+    pub named_server_limit_per_user: u32,
+    /// Servers starting at once, cluster-wide; 0 = no limit.
+    pub concurrent_spawn_limit: u32,
+    /// Servers running or starting, cluster-wide; 0 = no limit.
+    pub active_server_limit: u32,
+    /// How long a start request waits for the server before answering 202.
+    pub slow_spawn_timeout: String,
+    /// How long a stop request waits for the server before answering 202.
+    pub slow_stop_timeout: String,
+}
+
+impl Default for ServersSection {
+    fn default() -> Self {
+        ServersSection {
+            allow_named_servers: true,
+            named_server_limit_per_user: 0,
+            concurrent_spawn_limit: 100,
+            active_server_limit: 0,
+            slow_spawn_timeout: "10s".into(),
+            slow_stop_timeout: "10s".into(),
+        }
+    }
+}
+
+/// The REST API's own settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// The longest `expires_in` a new token may ask for; 0 = no limit.
+    pub token_expires_in_max_seconds: u64,
+    /// Whether `/hub/metrics` needs the `read:metrics` scope.
+    pub authenticate_prometheus: bool,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            token_expires_in_max_seconds: 0,
+            authenticate_prometheus: true,
+        }
+    }
 }
 
 /// The edge feed: gRPC snapshots and gap repair, and the ZeroMQ PUB socket of route
@@ -176,6 +230,7 @@ pub struct HubConfig {
     pub election_timeout_max: Duration,
     pub snapshot_logs_since_last: u64,
     pub logs_kept_after_snapshot: u64,
+    pub settings: ganymede_hub::HubSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +364,25 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         raft,
         proxy,
         events,
+        servers,
+        api,
+        roles,
     } = file;
+    let limit = |n: u32| (n > 0).then_some(n);
+    let settings = ganymede_hub::HubSettings {
+        roles: ganymede_model::rbac::Roles::with_custom(roles).map_err(|err| invalid("roles", err.to_string()))?,
+        spawn_limits: ganymede_model::SpawnLimits {
+            concurrent_spawns: limit(servers.concurrent_spawn_limit),
+            active_servers: limit(servers.active_server_limit),
+            named_servers_per_user: limit(servers.named_server_limit_per_user),
+        },
+        slow_spawn_timeout: duration("servers.slow_spawn_timeout", &servers.slow_spawn_timeout)?,
+        slow_stop_timeout: duration("servers.slow_stop_timeout", &servers.slow_stop_timeout)?,
+        allow_named_servers: servers.allow_named_servers,
+        token_expires_in_max: (api.token_expires_in_max_seconds > 0)
+            .then(|| Duration::from_secs(api.token_expires_in_max_seconds)),
+        authenticate_prometheus: api.authenticate_prometheus,
+    };
     if hub.node_id == 0 {
         return Err(invalid("hub.node_id", "must be a positive integer"));
     }
@@ -383,6 +456,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         election_timeout_max,
         snapshot_logs_since_last: raft.snapshot_logs_since_last,
         logs_kept_after_snapshot: raft.logs_kept_after_snapshot,
+        settings,
     })
 }
 

@@ -100,12 +100,14 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     tasks.spawn(ganymede_hub::provision(raft.clone(), admin_token, shutdown.clone()));
     tasks.spawn(stop_on_signal(shutdown.clone()));
 
-    let hub = Hub {
-        raft: raft.clone(),
-        limits: Arc::new(ApiLimits {
+    let hub = Hub::new(
+        raft.clone(),
+        ApiLimits {
             max_body_bytes: config.max_body_bytes,
-        }),
-    };
+        },
+        config.settings.clone(),
+    );
+    tasks.spawn(hub.clone().run_background(shutdown.clone()));
     if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {
         let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));
         info!(grpc = %grpc.local_addr()?, events = publisher.endpoint(), "edge feed listening");

@@ -19,7 +19,7 @@ pub fn routes() -> Router<Hub> {
 }
 
 async fn status(State(hub): State<Hub>, caller: Caller) -> Result<Json<ClusterStatus>, ApiError> {
-    caller.require_admin("read:hub")?;
+    caller.require_everywhere("read:hub")?;
     Ok(Json(hub.raft.status()))
 }
 
@@ -43,7 +43,7 @@ async fn add_node(
     caller: Caller,
     ApiJson(body): ApiJson<AddNodeBody>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
-    caller.require_admin("admin:servers")?;
+    caller.require_everywhere("admin:servers")?;
     if body.raft_addr.parse::<std::net::SocketAddr>().is_err() {
         return Err(ApiError::bad_request(format!(
             "raft_addr must be host:port, not {:?}",
@@ -62,6 +62,6 @@ async fn remove_node(
     caller: Caller,
     Path(node_id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
-    caller.require_admin("admin:servers")?;
+    caller.require_everywhere("admin:servers")?;
     Ok(Json(hub.raft.remove_node(node_id).await?))
 }

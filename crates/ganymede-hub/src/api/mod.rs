@@ -1,15 +1,21 @@
 //! Routes under `/hub`: JupyterHub's REST API and Ganymede's extensions.
 
 mod cluster;
+mod groups;
+mod misc;
+mod servers;
+mod tokens;
 mod users;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::{Hub, JUPYTERHUB_VERSION};
@@ -20,6 +26,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/", get(version))
         .route("/health", get(health).head(health))
         .merge(users::routes())
+        .merge(servers::routes())
+        .merge(tokens::routes())
+        .merge(groups::routes())
+        .merge(misc::routes())
         .merge(cluster::routes())
         .fallback(not_found);
     // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
@@ -113,4 +123,119 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalApiJson<T> 
             .map(|value| OptionalApiJson(Some(value)))
             .map_err(|err| ApiError::bad_request(format!("Invalid JSON body: {err}")))
     }
+}
+
+/// JupyterHub's page limit: anything above is clamped, and it is the default too when
+/// the client did not ask for pagination.
+pub const MAX_PAGE: usize = 200;
+
+/// `offset` and `limit` as a client gave them.
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// One page of a listing, answered as a bare list or, when the client asked with
+/// `Accept: application/jupyterhub-pagination+json`, with `_pagination` and an absolute
+/// `next.url`.
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+    paginated: bool,
+}
+
+fn parse_count(value: &Option<String>, name: &str) -> Result<Option<usize>, ApiError> {
+    value
+        .as_deref()
+        .map(|text| {
+            text.trim()
+                .parse::<i64>()
+                .map(|n| n.unsigned_abs() as usize)
+                .map_err(|_| ApiError::bad_request(format!("{name} must be an integer, not {text:?}")))
+        })
+        .transpose()
+}
+
+impl Page {
+    pub fn new(query: &PageQuery, headers: &HeaderMap) -> Result<Page, ApiError> {
+        let offset = parse_count(&query.offset, "offset")?.unwrap_or(0);
+        let limit = parse_count(&query.limit, "limit")?
+            .unwrap_or(MAX_PAGE)
+            .clamp(1, MAX_PAGE);
+        let paginated = headers
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|accept| {
+                accept.split(',').any(|item| {
+                    item.trim()
+                        .eq_ignore_ascii_case("application/jupyterhub-pagination+json")
+                })
+            });
+        Ok(Page {
+            offset,
+            limit,
+            paginated,
+        })
+    }
+
+    /// The slice of `all` this page covers.
+    pub fn slice<T: Clone>(&self, all: &[T]) -> Vec<T> {
+        all.iter().skip(self.offset).take(self.limit).cloned().collect()
+    }
+
+    /// The response: `items` as a list (or an object, for `/proxy`), `total` counted
+    /// before paging. `next.url` is built from the URL the request arrived on, keeping
+    /// its other parameters.
+    pub fn respond(&self, items: Value, total: usize, headers: &HeaderMap, uri: &Uri) -> Json<Value> {
+        if !self.paginated {
+            return Json(items);
+        }
+        let next = (self.offset + self.limit < total).then(|| {
+            let next_offset = self.offset + self.limit;
+            json!({
+                "offset": next_offset,
+                "limit": self.limit,
+                "url": next_url(headers, uri, next_offset, self.limit),
+            })
+        });
+        Json(json!({
+            "items": items,
+            "_pagination": { "offset": self.offset, "limit": self.limit, "total": total, "next": next },
+        }))
+    }
+}
+
+fn next_url(headers: &HeaderMap, uri: &Uri, offset: usize, limit: usize) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .unwrap_or("localhost");
+    let scheme = header("x-forwarded-proto")
+        .filter(|proto| *proto == "https")
+        .unwrap_or("http");
+    let mut params: Vec<String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("offset=") && !pair.starts_with("limit="))
+        .map(str::to_owned)
+        .collect();
+    params.push(format!("offset={offset}"));
+    params.push(format!("limit={limit}"));
+    format!("{scheme}://{host}{}?{}", uri.path(), params.join("&"))
+}
+
+/// Whether a query flag such as `include_stopped_servers` is on: present and not `0`
+/// or `false`, as JupyterHub reads it.
+pub fn flag(value: &Option<String>) -> bool {
+    value
+        .as_deref()
+        .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false"))
+}
+
+/// An empty response with JupyterHub's status for it (`text/plain`, no body).
+pub fn empty(status: StatusCode) -> Response {
+    (status, [("content-type", "text/plain; charset=UTF-8")], "").into_response()
 }

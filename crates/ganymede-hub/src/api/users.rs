@@ -1,20 +1,21 @@
-//! `/hub/api/user` and `/hub/api/users…`.
+//! `/hub/api/user`, `/hub/api/users…` and user activity.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use ganymede_model::{Command, Rejection, TokenOwner, names};
+use ganymede_model::rbac::Resource;
+use ganymede_model::{Command, Event, Rejection, ServerPhase, TokenOwner, User, names};
 use ganymede_raft::Applied;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiJson, OptionalApiJson};
+use super::{ApiJson, OptionalApiJson, Page, PageQuery, empty, flag};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{self, now_millis};
+use crate::render::{ServerFilter, View, now_millis, parse_iso};
 
 pub fn routes() -> Router<Hub> {
     Router::new()
@@ -24,174 +25,182 @@ pub fn routes() -> Router<Hub> {
             "/users/{name}",
             get(get_user).post(create_user).patch(update_user).delete(delete_user),
         )
+        .route("/users/{name}/activity", post(record_activity))
 }
 
-/// The scopes of the default `user` role (`self`), expanded for one user.
-fn self_scopes(name: &str) -> Vec<String> {
-    let mut scopes: Vec<String> = [
-        "access:servers",
-        "delete:servers",
-        "read:servers",
-        "read:shares",
-        "read:tokens",
-        "read:users",
-        "read:users:activity",
-        "read:users:groups",
-        "read:users:name",
-        "read:users:shares",
-        "servers",
-        "start:servers",
-        "tokens",
-        "users:activity",
-        "users:shares",
-    ]
-    .iter()
-    .map(|scope| format!("{scope}!user={name}"))
-    .collect();
-    scopes.sort();
-    scopes
-}
-
-/// The scopes of the `admin` role.
-const ADMIN_SCOPES: &[&str] = &[
-    "access:servers",
-    "access:services",
-    "admin-ui",
-    "admin:groups",
-    "admin:servers",
-    "admin:services",
-    "admin:users",
-    "list:services",
-    "proxy",
-    "read:hub",
-    "read:metrics",
-    "read:roles",
-    "read:services",
-    "shares",
-    "shutdown",
-    "tokens",
+/// Any of these lets a caller see a user.
+const READ_USER: &[&str] = &[
+    "read:users",
+    "read:users:name",
+    "read:servers",
+    "read:users:groups",
+    "read:users:activity",
+    "read:roles:users",
 ];
 
 async fn whoami(State(hub): State<Hub>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let token_id = format!("a{}", caller.token_id);
+    let roles = &hub.settings.roles;
     let model = hub
         .raft
-        .read(|state| match &caller.owner {
-            TokenOwner::User(name) => state.users.get(name).map(|user| {
-                let mut model = render::user(user);
-                let mut scopes = self_scopes(name);
-                if user.admin {
-                    scopes.extend(ADMIN_SCOPES.iter().map(|s| s.to_string()));
-                    scopes.sort();
-                }
-                model["scopes"] = json!(scopes);
-                model
-            }),
-            TokenOwner::Service(name) => state.services.get(name).map(|service| {
-                let scopes: Vec<&str> = if service.admin { ADMIN_SCOPES.to_vec() } else { vec![] };
-                json!({
-                    "kind": "service",
-                    "name": service.name,
-                    "admin": service.admin,
-                    "roles": service.roles,
-                    "scopes": scopes,
-                })
-            }),
+        .read(|state| {
+            let view = View {
+                scopes: &caller.scopes,
+                state,
+                roles,
+            };
+            match &caller.owner {
+                TokenOwner::User(name) => state.users.get(name).map(|user| {
+                    // Whoever holds a token may identify its owner.
+                    let mut model = view.user(user, ServerFilter::Active).unwrap_or_else(|| json!({}));
+                    model["kind"] = json!("user");
+                    model["name"] = json!(user.name);
+                    model["admin"] = json!(user.admin);
+                    model["groups"] = json!(state.groups_of(name).collect::<Vec<_>>());
+                    if model.get("user_info").is_none() {
+                        model["user_info"] = Value::Null;
+                    }
+                    model
+                }),
+                TokenOwner::Service(name) => state.services.get(name).map(|service| {
+                    let mut model = view.service(service).unwrap_or_else(|| json!({}));
+                    model["kind"] = json!("service");
+                    model["name"] = json!(service.name);
+                    model["admin"] = json!(service.admin);
+                    model
+                }),
+            }
         })
         .await?
         .ok_or_else(ApiError::invalid_credentials)?;
     let mut model = model;
-    model["token_id"] = json!(token_id);
+    model["scopes"] = json!(caller.scopes.to_strings());
+    model["token_id"] = json!(format!("a{}", caller.token_id));
     model["session_id"] = Value::Null;
     Ok(Json(model))
 }
 
 #[derive(Deserialize)]
 struct ListQuery {
-    offset: Option<String>,
-    limit: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
     name_filter: Option<String>,
+    state: Option<String>,
+    sort: Option<String>,
+    include_stopped_servers: Option<String>,
 }
 
-/// JupyterHub's page limit: anything above is clamped, and it is the default too when
-/// the client did not ask for pagination.
-const MAX_PAGE: usize = 200;
-
-fn parse_count(value: &Option<String>, name: &str) -> Result<Option<usize>, ApiError> {
-    value
-        .as_deref()
-        .map(|text| {
-            text.trim()
-                .parse::<i64>()
-                .map(|n| n.unsigned_abs() as usize)
-                .map_err(|_| ApiError::bad_request(format!("{name} must be an integer, not {text:?}")))
-        })
-        .transpose()
+/// `?state=`: which users a listing keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StateFilter {
+    Active,
+    Ready,
+    Inactive,
 }
 
-fn wants_pagination(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|accept| {
-            accept.split(',').any(|item| {
-                item.trim()
-                    .eq_ignore_ascii_case("application/jupyterhub-pagination+json")
-            })
-        })
+fn state_filter(value: Option<&str>) -> Result<Option<StateFilter>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some("active") => Ok(Some(StateFilter::Active)),
+        Some("ready") => Ok(Some(StateFilter::Ready)),
+        Some("inactive") => Ok(Some(StateFilter::Inactive)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Unrecognized state filter: {other:?}. Must be one of active, ready, inactive"
+        ))),
+    }
+}
+
+fn keeps(filter: Option<StateFilter>, user: &User) -> bool {
+    let has = |phase: fn(ServerPhase) -> bool| user.servers.values().any(|s| phase(s.phase));
+    match filter {
+        None => true,
+        Some(StateFilter::Active) => has(|p| p != ServerPhase::Stopped),
+        Some(StateFilter::Ready) => has(|p| p == ServerPhase::Running),
+        Some(StateFilter::Inactive) => !has(|p| p != ServerPhase::Stopped),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SortKey {
+    Id,
+    Name,
+    LastActivity,
+}
+
+fn sort_order(value: Option<&str>) -> Result<(SortKey, bool), ApiError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok((SortKey::Id, false));
+    };
+    let (descending, key) = match value.strip_prefix('-') {
+        Some(key) => (true, key),
+        None => (false, value),
+    };
+    let key = match key {
+        "id" => SortKey::Id,
+        "name" => SortKey::Name,
+        "last_activity" => SortKey::LastActivity,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "sort must be one of id, name, last_activity (prefix '-' for descending), not {value:?}"
+            )));
+        }
+    };
+    Ok((key, descending))
 }
 
 async fn list_users(
     State(hub): State<Hub>,
     caller: Caller,
     headers: HeaderMap,
-    uri: Uri,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin("list:users")?;
-    let offset = parse_count(&query.offset, "offset")?.unwrap_or(0);
-    let limit = parse_count(&query.limit, "limit")?
-        .unwrap_or(MAX_PAGE)
-        .clamp(1, MAX_PAGE);
-    let filter = query.name_filter.map(|f| f.to_lowercase());
+    caller.require_any(&["list:users"])?;
+    let page = Page::new(&query.page, &headers)?;
+    let filter = state_filter(query.state.as_deref())?;
+    let (sort, descending) = sort_order(query.sort.as_deref())?;
+    let servers = match filter {
+        Some(StateFilter::Ready) => ServerFilter::Ready,
+        _ if flag(&query.include_stopped_servers) => ServerFilter::All,
+        _ => ServerFilter::Active,
+    };
+    let name_filter = query.name_filter.map(|f| f.to_lowercase());
+    let roles = &hub.settings.roles;
     let (items, total) = hub
         .raft
         .read(|state| {
-            let matching: Vec<_> = state
+            let mut matching: Vec<&User> = state
                 .users
                 .values()
+                .filter(|user| caller.scopes.allows("list:users", Resource::User(&user.name), state))
                 .filter(|user| {
-                    filter
+                    name_filter
                         .as_ref()
                         .is_none_or(|f| user.name.to_lowercase().contains(f.as_str()))
                 })
+                .filter(|user| keeps(filter, user))
                 .collect();
-            let items: Vec<Value> = matching
-                .iter()
-                .skip(offset)
-                .take(limit)
-                .map(|user| render::user(user))
+            match sort {
+                SortKey::Id => matching.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name))),
+                SortKey::Name => {}
+                SortKey::LastActivity => matching.sort_by_key(|user| user.last_activity),
+            }
+            if descending {
+                matching.reverse();
+            }
+            let view = View {
+                scopes: &caller.scopes,
+                state,
+                roles,
+            };
+            let items: Vec<Value> = page
+                .slice(&matching)
+                .into_iter()
+                .filter_map(|user| view.user(user, servers))
                 .collect();
             (items, matching.len())
         })
         .await?;
-    if !wants_pagination(&headers) {
-        return Ok(Json(Value::Array(items)));
-    }
-    let next = (offset + limit < total).then(|| {
-        let path = uri.path();
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        json!({
-            "offset": offset + limit,
-            "limit": limit,
-            "url": format!("http://{host}{path}?offset={}&limit={limit}", offset + limit),
-        })
-    });
-    Ok(Json(json!({
-        "items": items,
-        "_pagination": { "offset": offset, "limit": limit, "total": total, "next": next },
-    })))
+    Ok(page.respond(Value::Array(items), total, &headers, &uri))
 }
 
 #[derive(Deserialize)]
@@ -210,26 +219,48 @@ fn normalized(raw: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-/// Renders the users a `CreateUsers` produced, from its events (this replica may not
-/// have applied them yet when the leader answers).
-fn created_users(applied: Applied) -> Result<Vec<Value>, ApiError> {
-    match applied {
-        Applied::Events(events) => Ok(events
+/// Only an admin may make or touch admins: `admin:users` alone must not be a way to
+/// full admin (JupyterHub CVE-2024-41942).
+fn require_admin_owner(caller: &Caller) -> Result<(), ApiError> {
+    if caller.owner_is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Only admins can grant or modify admin permissions",
+        ))
+    }
+}
+
+/// The users a `CreateUsers` produced, rendered once this replica has applied them.
+async fn created_users(hub: &Hub, caller: &Caller, applied: Applied) -> Result<Vec<Value>, ApiError> {
+    let names: Vec<String> = match applied {
+        Applied::Events(events) => events
             .into_iter()
             .filter_map(|e| match e.event {
-                ganymede_model::Event::UserCreated { name, admin, at } => Some(render::user(&ganymede_model::User {
-                    name,
-                    admin,
-                    created: at,
-                    last_activity: None,
-                    servers: Default::default(),
-                })),
+                Event::UserCreated { name, .. } => Some(name),
                 _ => None,
             })
-            .collect()),
-        Applied::Rejected(rejection) => Err(rejection.into()),
-        Applied::Nothing => Ok(Vec::new()),
-    }
+            .collect(),
+        Applied::Rejected(rejection) => return Err(rejection.into()),
+        Applied::Nothing => Vec::new(),
+    };
+    let roles = &hub.settings.roles;
+    Ok(hub
+        .raft
+        .read(|state| {
+            let view = View {
+                scopes: &caller.scopes,
+                state,
+                roles,
+            };
+            names
+                .iter()
+                .filter_map(|name| state.users.get(name))
+                .filter_map(|user| view.user(user, ServerFilter::Active))
+                .collect()
+        })
+        .await?)
 }
 
 async fn create_users(
@@ -237,7 +268,10 @@ async fn create_users(
     caller: Caller,
     ApiJson(body): ApiJson<CreateUsersBody>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin("admin:users")?;
+    caller.require_everywhere("admin:users")?;
+    if body.admin {
+        require_admin_owner(&caller)?;
+    }
     if body.usernames.is_empty() {
         return Err(ApiError::bad_request("Must specify at least one user to create"));
     }
@@ -254,23 +288,39 @@ async fn create_users(
             at: now_millis(),
         })
         .await?;
-    let users = created_users(applied)?;
+    let users = created_users(&hub, &caller, applied).await?;
     Ok((StatusCode::CREATED, Json(users)).into_response())
 }
 
-async fn get_user(State(hub): State<Hub>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    if !caller.admin && !caller.is_user(&name) {
-        // JupyterHub hides other users behind a 404 when the scope is held for oneself only.
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "No access to resources or resources not found",
-        ));
-    }
+#[derive(Deserialize)]
+struct GetUserQuery {
+    include_stopped_servers: Option<String>,
+}
+
+async fn get_user(
+    State(hub): State<Hub>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<GetUserQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let servers = if flag(&query.include_stopped_servers) {
+        ServerFilter::All
+    } else {
+        ServerFilter::Active
+    };
+    let roles = &hub.settings.roles;
     hub.raft
-        .read(|state| state.users.get(&name).map(render::user))
+        .read(|state| {
+            caller.authorize(state, READ_USER, Resource::User(&name))?;
+            let user = state.users.get(&name).ok_or_else(ApiError::no_access)?;
+            let view = View {
+                scopes: &caller.scopes,
+                state,
+                roles,
+            };
+            view.user(user, servers).map(Json).ok_or_else(ApiError::no_access)
+        })
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
 }
 
 #[derive(Deserialize, Default)]
@@ -286,9 +336,14 @@ async fn create_user(
     Path(raw): Path<String>,
     OptionalApiJson(body): OptionalApiJson<CreateUserBody>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin("admin:users")?;
     let name = normalized(&raw)?;
+    hub.raft
+        .read(|state| caller.authorize(state, &["admin:users"], Resource::User(&name)))
+        .await??;
     let admin = body.unwrap_or_default().admin;
+    if admin {
+        require_admin_owner(&caller)?;
+    }
     let applied = hub
         .raft
         .propose(Command::CreateUsers {
@@ -297,7 +352,7 @@ async fn create_user(
             at: now_millis(),
         })
         .await?;
-    let mut users = created_users(applied)?;
+    let mut users = created_users(&hub, &caller, applied).await?;
     let user = users
         .pop()
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "user not created"))?;
@@ -317,7 +372,20 @@ async fn update_user(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin("admin:users")?;
+    let target_is_admin = hub
+        .raft
+        .read(|state| {
+            caller.authorize(state, &["admin:users"], Resource::User(&name))?;
+            state
+                .users
+                .get(&name)
+                .map(|user| user.admin)
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
+        })
+        .await??;
+    if target_is_admin || body.admin == Some(true) {
+        require_admin_owner(&caller)?;
+    }
     let rename = body.name.as_deref().map(normalized).transpose()?;
     let target = rename.clone().unwrap_or_else(|| name.clone());
     let command = Command::UpdateUser {
@@ -331,22 +399,120 @@ async fn update_user(
             "User {name} already exists, username must be unique"
         ))),
         Applied::Rejected(rejection) => Err(rejection.into()),
-        Applied::Events(_) | Applied::Nothing => hub
-            .raft
-            .read(|state| state.users.get(&target).map(render::user))
-            .await?
-            .map(Json)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {target}"))),
+        Applied::Events(_) | Applied::Nothing => {
+            let roles = &hub.settings.roles;
+            hub.raft
+                .read(|state| {
+                    let view = View {
+                        scopes: &caller.scopes,
+                        state,
+                        roles,
+                    };
+                    state
+                        .users
+                        .get(&target)
+                        .and_then(|user| view.user(user, ServerFilter::Active))
+                })
+                .await?
+                .map(Json)
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {target}")))
+        }
     }
 }
 
 async fn delete_user(State(hub): State<Hub>, caller: Caller, Path(name): Path<String>) -> Result<Response, ApiError> {
-    caller.require_admin("delete:users")?;
+    let target_is_admin = hub
+        .raft
+        .read(|state| {
+            caller.authorize(state, &["delete:users"], Resource::User(&name))?;
+            state
+                .users
+                .get(&name)
+                .map(|user| user.admin)
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
+        })
+        .await??;
+    if target_is_admin {
+        require_admin_owner(&caller)?;
+    }
     if caller.is_user(&name) {
         return Err(ApiError::bad_request("Cannot delete yourself!"));
     }
     match hub.raft.propose(Command::DeleteUser { name, at: now_millis() }).await? {
+        Applied::Rejected(Rejection::ServerPending { user }) => Err(ApiError::bad_request(format!(
+            "User {user}'s server is pending spawn or stop. Try again later."
+        ))),
         Applied::Rejected(rejection) => Err(rejection.into()),
-        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+        _ => Ok(empty(StatusCode::NO_CONTENT)),
     }
+}
+
+/// How far ahead of the hub's clock a reported time may be (JupyterHub: 59 minutes).
+const MAX_FUTURE_MILLIS: i64 = 59 * 60 * 1000;
+
+fn activity_time(value: Option<&Value>, what: &str) -> Result<Option<i64>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let text = value
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request(format!("{what}: last_activity must be an ISO8601 timestamp")))?;
+    let when = parse_iso(text).ok_or_else(|| ApiError::bad_request(format!("{what}: invalid timestamp {text:?}")))?;
+    if when > now_millis() + MAX_FUTURE_MILLIS {
+        return Err(ApiError::bad_request(format!(
+            "{what}: last_activity {text} is more than an hour in the future"
+        )));
+    }
+    Ok(Some(when))
+}
+
+/// `POST /users/{name}/activity`: what single-user servers report. Gathered and
+/// committed within a second; a repeated or older time is ignored when applied.
+async fn record_activity(
+    State(hub): State<Hub>,
+    caller: Caller,
+    Path(name): Path<String>,
+    OptionalApiJson(body): OptionalApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let server_names = hub
+        .raft
+        .read(|state| {
+            caller.authorize(state, &["users:activity"], Resource::User(&name))?;
+            state
+                .users
+                .get(&name)
+                .map(|user| user.servers.keys().cloned().collect::<Vec<_>>())
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
+        })
+        .await??;
+    let Some(Value::Object(body)) = body else {
+        return Err(ApiError::bad_request("body must be a JSON dict"));
+    };
+    let last_activity = activity_time(body.get("last_activity"), "user")?;
+    let servers = match body.get("servers") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(servers)) => servers.clone(),
+        Some(_) => return Err(ApiError::bad_request("servers must be a dict")),
+    };
+    if last_activity.is_none() && servers.is_empty() {
+        return Err(ApiError::bad_request("body has no activity"));
+    }
+    let mut server_times = Vec::new();
+    for (server, activity) in &servers {
+        if !server_names.contains(server) {
+            return Err(ApiError::bad_request(format!(
+                "No such server '{server}' for user {name}"
+            )));
+        }
+        let when = activity_time(activity.get("last_activity"), server)?
+            .ok_or_else(|| ApiError::bad_request(format!("server {server:?}: missing last_activity")))?;
+        server_times.push((server.clone(), when));
+    }
+    if let Some(when) = last_activity {
+        hub.activity.user(&name, when);
+    }
+    for (server, when) in server_times {
+        hub.activity.server(&name, &server, when);
+    }
+    Ok((StatusCode::OK, [("content-type", "text/plain; charset=UTF-8")], "").into_response())
 }

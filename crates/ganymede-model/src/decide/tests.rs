@@ -705,7 +705,7 @@ fn group_command(names: &[&str], users: &[&str]) -> Command {
 fn groups() {
     let users = create(&["alice", "bob"], false);
     let state = check(
-        &[users.clone()],
+        std::slice::from_ref(&users),
         group_command(&["students"], &["alice"]),
         Ok(&["group_created"]),
     );
@@ -718,7 +718,7 @@ fn groups() {
         }),
     );
     check(
-        &[users.clone()],
+        std::slice::from_ref(&users),
         group_command(&["students"], &["zed"]),
         Err(Rejection::UserNotFound { name: "zed".into() }),
     );
@@ -778,7 +778,11 @@ fn named_servers_are_created_renamed_and_removed() {
         limits: Default::default(),
         at: T0,
     };
-    let state = check(&[alice.clone()], create_gpu.clone(), Ok(&["server_created"]));
+    let state = check(
+        std::slice::from_ref(&alice),
+        create_gpu.clone(),
+        Ok(&["server_created"]),
+    );
     assert_eq!(state.users["alice"].servers["gpu"].display_name, "GPU box");
     check(
         &[alice.clone(), create_gpu.clone()],

@@ -1,0 +1,133 @@
+//! Activity without flooding Raft: activity POSTs and token use are gathered in memory
+//! per replica and committed as one `RecordApiActivity` per second at most. A read on
+//! any replica sees them once that command commits (within about a second).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ganymede_model::{Command, Timestamp, TokenUse, UserActivity};
+use ganymede_raft::RaftHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often gathered activity is committed.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Pending {
+    /// user → (newest user activity, newest activity per server).
+    users: BTreeMap<String, (Option<Timestamp>, BTreeMap<String, Timestamp>)>,
+    tokens: BTreeMap<u64, Timestamp>,
+}
+
+/// What this replica has seen and not yet committed.
+#[derive(Default)]
+pub struct ActivityBatcher {
+    pending: Mutex<Pending>,
+}
+
+fn newest(slot: &mut Option<Timestamp>, when: Timestamp) {
+    *slot = Some(slot.map_or(when, |seen| seen.max(when)));
+}
+
+impl ActivityBatcher {
+    pub fn user(&self, user: &str, when: Timestamp) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = pending.users.entry(user.to_owned()).or_default();
+        newest(&mut entry.0, when);
+    }
+
+    pub fn server(&self, user: &str, server: &str, when: Timestamp) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = pending.users.entry(user.to_owned()).or_default();
+        let slot = entry.1.entry(server.to_owned()).or_insert(when);
+        *slot = (*slot).max(when);
+    }
+
+    pub fn token(&self, id: u64, when: Timestamp) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = pending.tokens.entry(id).or_insert(when);
+        *slot = (*slot).max(when);
+    }
+
+    fn take(&self) -> Option<Command> {
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        if taken.users.is_empty() && taken.tokens.is_empty() {
+            return None;
+        }
+        Some(Command::RecordApiActivity {
+            users: taken
+                .users
+                .into_iter()
+                .map(|(user, (last_activity, servers))| UserActivity {
+                    user,
+                    last_activity,
+                    servers: servers.into_iter().collect(),
+                })
+                .collect(),
+            tokens: taken
+                .tokens
+                .into_iter()
+                .map(|(id, last_activity)| TokenUse { id, last_activity })
+                .collect(),
+            at: crate::render::now_millis(),
+        })
+    }
+
+    /// Commits gathered activity every [`FLUSH_INTERVAL`] until `shutdown`, then once
+    /// more. A failed commit is dropped: activity is advisory and the next report
+    /// carries a newer time anyway.
+    pub async fn run(&self, raft: RaftHandle, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            if let Some(command) = self.take()
+                && let Err(err) = raft.propose(command).await
+            {
+                tracing::debug!(error = %err, "activity not committed");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_per_user_server_and_token() {
+        let batcher = ActivityBatcher::default();
+        batcher.user("alice", 5);
+        batcher.user("alice", 3);
+        batcher.server("alice", "", 7);
+        batcher.server("alice", "", 6);
+        batcher.token(1, 2);
+        batcher.token(1, 9);
+        let Some(Command::RecordApiActivity { users, tokens, .. }) = batcher.take() else {
+            panic!("a command");
+        };
+        assert_eq!(
+            users,
+            vec![UserActivity {
+                user: "alice".into(),
+                last_activity: Some(5),
+                servers: vec![("".into(), 7)],
+            }]
+        );
+        assert_eq!(
+            tokens,
+            vec![TokenUse {
+                id: 1,
+                last_activity: 9
+            }]
+        );
+        assert!(batcher.take().is_none());
+    }
+}
