@@ -10,18 +10,8 @@ use serde_json::Value;
 
 use crate::support::{ProcessCluster, eventually};
 
-/// The project's Python environment (`ops/venv.sh` makes it; `ops/test.sh` runs that).
 fn venv_bin() -> PathBuf {
-    let venv = std::env::var("GANYMEDE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
-    let bin = venv.join("bin");
-    assert!(
-        bin.join("jupyterhub").is_file() && bin.join("jupyterhub-singleuser").is_file(),
-        "JupyterHub is not installed in {}: run ops/venv.sh (ops/test.sh does)",
-        venv.display()
-    );
-    bin
+    ganymede_testkit::venv_bin(&["jupyterhub", "jupyterhub-singleuser"])
 }
 
 const TESTER_TOKEN: &str = "it-jupyterhub-service-token-3c2b1a";

@@ -42,6 +42,11 @@ pub enum Command {
         roles: Vec<String>,
         at: Timestamp,
     },
+    /// Delete a service with its tokens.
+    DeleteService {
+        name: String,
+        at: Timestamp,
+    },
     /// Store a new token (its hash only). The id is assigned by the state machine.
     IssueToken(TokenRequest),
     /// Revoke one token.
@@ -221,6 +226,7 @@ impl Command {
             | Command::UpdateUser { at, .. }
             | Command::DeleteUser { at, .. }
             | Command::EnsureService { at, .. }
+            | Command::DeleteService { at, .. }
             | Command::IssueToken(TokenRequest { at, .. })
             | Command::RevokeToken { at, .. }
             | Command::RequestSpawn { at, .. }
@@ -249,6 +255,7 @@ impl Command {
             Command::UpdateUser { .. } => "update_user",
             Command::DeleteUser { .. } => "delete_user",
             Command::EnsureService { .. } => "ensure_service",
+            Command::DeleteService { .. } => "delete_service",
             Command::IssueToken(_) => "issue_token",
             Command::RevokeToken { .. } => "revoke_token",
             Command::RequestSpawn { .. } => "request_spawn",

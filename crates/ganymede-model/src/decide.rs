@@ -203,6 +203,21 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             };
             Ok(vec![Event::ServiceUpserted { service }])
         }
+        Command::DeleteService { name, at } => {
+            if !state.services.contains_key(name) {
+                return Err(Rejection::ServiceNotFound { name: name.clone() });
+            }
+            let owner = TokenOwner::Service(name.clone());
+            let mut events: Vec<Event> = state
+                .tokens_of(&owner)
+                .map(|token| Event::TokenRevoked { id: token.id, at: *at })
+                .collect();
+            events.push(Event::ServiceDeleted {
+                name: name.clone(),
+                at: *at,
+            });
+            Ok(events)
+        }
         Command::IssueToken(TokenRequest {
             hash,
             owner,
@@ -945,6 +960,9 @@ fn evolve_more(state: &mut State, event: &Event) {
         }
         Event::GroupDeleted { name, .. } => {
             state.groups.remove(name);
+        }
+        Event::ServiceDeleted { name, .. } => {
+            state.services.remove(name);
         }
         Event::GroupMembersChanged {
             name, added, removed, ..

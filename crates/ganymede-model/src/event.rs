@@ -37,6 +37,10 @@ pub enum Event {
     ServiceUpserted {
         service: Service,
     },
+    ServiceDeleted {
+        name: String,
+        at: Timestamp,
+    },
     TokenIssued {
         token: Token,
     },
@@ -194,6 +198,7 @@ impl Event {
                 keys
             }
             Event::ServiceUpserted { service } => vec![Key::Service(service.name.clone())],
+            Event::ServiceDeleted { name, .. } => vec![Key::Service(name.clone())],
             Event::TokenIssued { token } => vec![Key::Token(token.id)],
             Event::TokenRevoked { id, .. } => vec![Key::Token(*id)],
             Event::ServerSpawnRequested { user, .. }

@@ -102,6 +102,23 @@ pub struct TestCluster {
     hubs: BTreeMap<u64, TestHub>,
 }
 
+/// The bin directory of the project's Python environment (`ops/venv.sh` makes it;
+/// `ops/test.sh` runs that), checked to hold `tools`.
+pub fn venv_bin(tools: &[&str]) -> PathBuf {
+    let venv = std::env::var("GANYMEDE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
+    let bin = venv.join("bin");
+    for tool in tools {
+        assert!(
+            bin.join(tool).is_file(),
+            "{tool} is not installed in {}: run ops/venv.sh (ops/test.sh does)",
+            venv.display()
+        );
+    }
+    bin
+}
+
 /// Hub settings for tests: JupyterHub's defaults, but short waits for spawns and stops.
 pub fn test_settings() -> ganymede_hub::HubSettings {
     ganymede_hub::HubSettings {

@@ -742,6 +742,38 @@ async fn t40_groups_members_and_properties() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t45_services_made_and_removed_through_the_api() {
+    let cluster = TestCluster::start(3).await;
+    let admin = cluster.hub(1).api.clone();
+    let token = "svc-token-0123456789";
+    let (status, created) = admin
+        .post("/hub/api/services/reporter", json!({"api_token": token}))
+        .await
+        .expect("create");
+    assert_eq!(status, 201, "{created}");
+    assert_eq!((created["kind"].as_str(), created["name"].as_str()), (Some("service"), Some("reporter")));
+    let (status, _) = admin.post("/hub/api/services/reporter", json!({})).await.expect("again");
+    assert_eq!(status, 409);
+    let (status, _) = admin.post("/hub/api/services/bad", json!({"api_token": "short"})).await.expect("short");
+    assert_eq!(status, 400);
+    let (status, _) = admin.post("/hub/api/services/bad", json!({"url": "http://x"})).await.expect("unknown");
+    assert_eq!(status, 400, "fields not supported yet are refused, not ignored");
+    let me = ok(&cluster.hub(2).api.with_token(Some(token)), Method::GET, "/hub/api/user", None).await;
+    assert_eq!((me["kind"].as_str(), me["name"].as_str()), (Some("service"), Some("reporter")));
+    assert_eq!(me["scopes"], json!([]), "no roles, no scopes (whoami still identifies it)");
+    let all = ok(&admin, Method::GET, "/hub/api/services", None).await;
+    assert!(all.get("reporter").is_some() && all.get("admin").is_some(), "{all}");
+    let (status, _) = admin.delete("/hub/api/services/admin").await.expect("delete admin");
+    assert_eq!(status, 405, "the configured admin service stays");
+    let (status, _) = cluster.hub(3).api.delete("/hub/api/services/reporter").await.expect("delete");
+    assert_eq!(status, 200);
+    let (status, _) = admin.get("/hub/api/services/reporter").await.expect("get");
+    assert_eq!(status, 404);
+    let (status, _) = cluster.hub(3).api.with_token(Some(token)).get("/hub/api/user").await.expect("whoami");
+    assert_eq!(status, 403, "its token went with it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t50_activity_is_validated_coalesced_and_seen_on_every_replica() {
     let cluster = TestCluster::start(3).await;
     let admin = cluster.hub(1).api.clone();

@@ -2,15 +2,20 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ganymede_model::rbac::Resource;
+use ganymede_model::{Command, TokenOwner, TokenRequest};
+use ganymede_raft::Applied;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Page, PageQuery};
+use super::{OptionalApiJson, Page, PageQuery, empty};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{View, iso};
+use crate::render::{View, iso, now_millis};
+use crate::tokens::hash_token;
 use crate::{Hub, JUPYTERHUB_VERSION};
 
 pub fn routes() -> Router<Hub> {
@@ -18,7 +23,10 @@ pub fn routes() -> Router<Hub> {
         .route("/info", get(info))
         .route("/proxy", get(proxy_table).post(proxy_sync))
         .route("/services", get(list_services))
-        .route("/services/{service}", get(get_service))
+        .route(
+            "/services/{service}",
+            get(get_service).post(create_service).delete(delete_service),
+        )
 }
 
 async fn info(caller: Caller) -> Result<Json<Value>, ApiError> {
@@ -128,4 +136,119 @@ async fn get_service(
             .ok_or_else(ApiError::no_access)
         })
         .await?
+}
+
+/// Services made through the API (JupyterHub's unmanaged services); OAuth client fields
+/// come with the OAuth provider.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateServiceBody {
+    #[serde(default)]
+    admin: bool,
+    api_token: Option<String>,
+}
+
+/// Services that the configuration makes (the operator's `admin` service) cannot be
+/// changed through the API.
+const CONFIG_SERVICES: &[&str] = &["admin"];
+
+async fn create_service(
+    State(hub): State<Hub>,
+    caller: Caller,
+    Path(name): Path<String>,
+    OptionalApiJson(body): OptionalApiJson<CreateServiceBody>,
+) -> Result<Response, ApiError> {
+    let body = body.unwrap_or_default();
+    let exists = hub
+        .raft
+        .read(|state| {
+            caller.authorize(state, &["admin:services"], Resource::Service(&name))?;
+            Ok::<_, ApiError>(state.services.contains_key(&name))
+        })
+        .await??;
+    if exists {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Service {name} already exists"),
+        ));
+    }
+    if body.admin && !caller.owner_is_admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Only admins can create admin services",
+        ));
+    }
+    if let Some(token) = &body.api_token
+        && !(8..=64).contains(&token.len())
+    {
+        return Err(ApiError::bad_request("api_token must be 8 to 64 characters"));
+    }
+    let at = now_millis();
+    let command = Command::EnsureService {
+        name: name.clone(),
+        admin: body.admin,
+        roles: Vec::new(),
+        at,
+    };
+    if let Applied::Rejected(rejection) = hub.raft.propose(command).await? {
+        return Err(rejection.into());
+    }
+    if let Some(token) = &body.api_token {
+        let command = Command::IssueToken(TokenRequest {
+            hash: hash_token(token),
+            owner: TokenOwner::Service(name.clone()),
+            scopes: vec!["inherit".into()],
+            note: "api_token of the service".into(),
+            expires_at: None,
+            at,
+        });
+        if let Applied::Rejected(rejection) = hub.raft.propose(command).await? {
+            return Err(rejection.into());
+        }
+    }
+    let roles = &hub.settings.roles;
+    let model = hub
+        .raft
+        .read(|state| {
+            let view = View {
+                scopes: &caller.scopes,
+                state,
+                roles,
+            };
+            state.services.get(&name).and_then(|s| view.service(s))
+        })
+        .await?
+        .unwrap_or_else(|| json!({"kind": "service", "name": name}));
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+async fn delete_service(
+    State(hub): State<Hub>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    hub.raft
+        .read(|state| {
+            caller.authorize(state, &["admin:services"], Resource::Service(&name))?;
+            if state.services.contains_key(&name) {
+                Ok(())
+            } else {
+                Err(ApiError::new(StatusCode::NOT_FOUND, format!("No such service: {name}")))
+            }
+        })
+        .await??;
+    if CONFIG_SERVICES.contains(&name.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Service {name} is defined by the configuration and cannot be deleted"),
+        ));
+    }
+    match hub
+        .raft
+        .propose(Command::DeleteService { name, at: now_millis() })
+        .await?
+    {
+        Applied::Rejected(rejection) => Err(rejection.into()),
+        _ => Ok(empty(StatusCode::OK)),
+    }
 }

@@ -441,6 +441,14 @@ fn any_command() -> impl Strategy<Value = Command> {
                 at
             }),
         (user.clone(), at.clone()).prop_map(|(name, at)| Command::DeleteUser { name, at }),
+        (0u8..4, at.clone()).prop_map(|(h, at)| Command::IssueToken(TokenRequest {
+            hash: format!("s{h}"),
+            owner: TokenOwner::Service("culler".into()),
+            scopes: vec![],
+            note: String::new(),
+            expires_at: None,
+            at,
+        })),
         (user.clone(), 0u8..4, at.clone()).prop_map(|(user, h, at)| Command::IssueToken(TokenRequest {
             hash: format!("h{h}"),
             owner: TokenOwner::User(user),
@@ -508,6 +516,16 @@ fn any_command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(names, users, at)| Command::CreateGroups { names, users, at }),
         (group.clone(), at.clone()).prop_map(|(name, at)| Command::DeleteGroup { name, at }),
+        (any::<bool>(), at.clone()).prop_map(|(admin, at)| Command::EnsureService {
+            name: "culler".into(),
+            admin,
+            roles: vec![],
+            at,
+        }),
+        at.clone().prop_map(|at| Command::DeleteService {
+            name: "culler".into(),
+            at,
+        }),
         (
             group.clone(),
             prop::collection::vec(user.clone(), 0..3),
@@ -571,12 +589,17 @@ fn assert_consistent(state: &State) {
     }
     assert_eq!(state.tokens.len(), state.token_ids_by_hash.len());
     for token in state.tokens.values() {
-        if let TokenOwner::User(name) = &token.owner {
-            assert!(
+        match &token.owner {
+            TokenOwner::User(name) => assert!(
                 state.users.contains_key(name),
                 "token a{} owned by missing user {name}",
                 token.id
-            );
+            ),
+            TokenOwner::Service(name) => assert!(
+                state.services.contains_key(name),
+                "token a{} owned by missing service {name}",
+                token.id
+            ),
         }
     }
     for (path, route) in &state.routes {
@@ -677,6 +700,11 @@ proptest! {
                 for path in before.routes.keys().chain(state.routes.keys()) {
                     if before.routes.get(path) != state.routes.get(path) {
                         prop_assert!(touched.contains(&Key::Route(path.clone())));
+                    }
+                }
+                for name in before.services.keys().chain(state.services.keys()) {
+                    if before.services.get(name) != state.services.get(name) {
+                        prop_assert!(touched.contains(&Key::Service(name.clone())));
                     }
                 }
                 for name in before.groups.keys().chain(state.groups.keys()) {
