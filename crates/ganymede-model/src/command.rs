@@ -42,6 +42,20 @@ pub enum Command {
         roles: Vec<String>,
         at: Timestamp,
     },
+    /// A user logged in: a session whose secret hashes to `hash`. The user's expired
+    /// sessions are dropped at the same time.
+    StartSession {
+        hash: String,
+        user: String,
+        session_id: String,
+        expires_at: Timestamp,
+        at: Timestamp,
+    },
+    /// Logout: the session ends on every replica.
+    EndSession {
+        hash: String,
+        at: Timestamp,
+    },
     /// Delete a service with its tokens.
     DeleteService {
         name: String,
@@ -227,6 +241,8 @@ impl Command {
             | Command::DeleteUser { at, .. }
             | Command::EnsureService { at, .. }
             | Command::DeleteService { at, .. }
+            | Command::StartSession { at, .. }
+            | Command::EndSession { at, .. }
             | Command::IssueToken(TokenRequest { at, .. })
             | Command::RevokeToken { at, .. }
             | Command::RequestSpawn { at, .. }
@@ -256,6 +272,8 @@ impl Command {
             Command::DeleteUser { .. } => "delete_user",
             Command::EnsureService { .. } => "ensure_service",
             Command::DeleteService { .. } => "delete_service",
+            Command::StartSession { .. } => "start_session",
+            Command::EndSession { .. } => "end_session",
             Command::IssueToken(_) => "issue_token",
             Command::RevokeToken { .. } => "revoke_token",
             Command::RequestSpawn { .. } => "request_spawn",

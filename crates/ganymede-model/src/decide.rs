@@ -10,7 +10,8 @@ use crate::command::{Command, SpawnLimits, TokenRequest, TokenUse, UserActivity}
 use crate::event::{Event, Sequenced};
 use crate::names;
 use crate::state::{
-    ClusterInfo, Group, Route, Server, ServerPhase, Service, State, Timestamp, Token, TokenOwner, User, route_key_for,
+    ClusterInfo, Group, Route, Server, ServerPhase, Service, Session, State, Timestamp, Token, TokenOwner, User,
+    route_key_for,
 };
 
 /// Why a command was refused. Refusals change nothing and are returned to the proposer.
@@ -174,6 +175,16 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                     .tokens_of(&owner)
                     .map(|token| Event::TokenRevoked { id: token.id, at: *at }),
             );
+            events.extend(
+                state
+                    .sessions
+                    .iter()
+                    .filter(|(_, session)| session.user == *name)
+                    .map(|(hash, _)| Event::SessionEnded {
+                        hash: hash.clone(),
+                        at: *at,
+                    }),
+            );
             events.push(Event::UserDeleted {
                 name: name.clone(),
                 at: *at,
@@ -203,6 +214,45 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             };
             Ok(vec![Event::ServiceUpserted { service }])
         }
+        Command::StartSession {
+            hash,
+            user,
+            session_id,
+            expires_at,
+            at,
+        } => {
+            existing_user(state, user)?;
+            if state.sessions.contains_key(hash) {
+                return Err(Rejection::TokenExists);
+            }
+            let mut events: Vec<Event> = state
+                .sessions
+                .iter()
+                .filter(|(_, session)| session.user == *user && session.expires_at <= *at)
+                .map(|(hash, _)| Event::SessionEnded {
+                    hash: hash.clone(),
+                    at: *at,
+                })
+                .collect();
+            events.push(Event::SessionStarted {
+                hash: hash.clone(),
+                session: Session {
+                    user: user.clone(),
+                    session_id: session_id.clone(),
+                    created: *at,
+                    expires_at: *expires_at,
+                },
+            });
+            Ok(events)
+        }
+        Command::EndSession { hash, at } => Ok(if state.sessions.contains_key(hash) {
+            vec![Event::SessionEnded {
+                hash: hash.clone(),
+                at: *at,
+            }]
+        } else {
+            vec![]
+        }),
         Command::DeleteService { name, at } => {
             if !state.services.contains_key(name) {
                 return Err(Rejection::ServiceNotFound { name: name.clone() });
@@ -808,6 +858,9 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                     group.users.insert(to.clone());
                 }
             }
+            for session in state.sessions.values_mut().filter(|session| session.user == *from) {
+                session.user = to.clone();
+            }
             let old_owner = TokenOwner::User(from.clone());
             for token in state.tokens.values_mut().filter(|token| token.owner == old_owner) {
                 token.owner = TokenOwner::User(to.clone());
@@ -963,6 +1016,12 @@ fn evolve_more(state: &mut State, event: &Event) {
         }
         Event::ServiceDeleted { name, .. } => {
             state.services.remove(name);
+        }
+        Event::SessionStarted { hash, session } => {
+            state.sessions.insert(hash.clone(), session.clone());
+        }
+        Event::SessionEnded { hash, .. } => {
+            state.sessions.remove(hash);
         }
         Event::GroupMembersChanged {
             name, added, removed, ..

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::{TokenUse, UserActivity};
-use crate::state::{Route, Secret, Service, State, Timestamp, Token, TokenOwner};
+use crate::state::{Route, Secret, Service, Session, State, Timestamp, Token, TokenOwner};
 
 /// One fact about the state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,14 @@ pub enum Event {
     },
     ServiceDeleted {
         name: String,
+        at: Timestamp,
+    },
+    SessionStarted {
+        hash: String,
+        session: Session,
+    },
+    SessionEnded {
+        hash: String,
         at: Timestamp,
     },
     TokenIssued {
@@ -170,6 +178,7 @@ pub enum Key {
     Token(u64),
     Route(String),
     Group(String),
+    Session(String),
     /// Group rows that name a user who was renamed or deleted; groups are few, so the
     /// store rewrites them all.
     Groups,
@@ -195,10 +204,18 @@ impl Event {
                 let owner = TokenOwner::User(to.clone());
                 let mut keys = vec![Key::User(from.clone()), Key::User(to.clone()), Key::Groups];
                 keys.extend(state_after.tokens_of(&owner).map(|token| Key::Token(token.id)));
+                keys.extend(
+                    state_after
+                        .sessions
+                        .iter()
+                        .filter(|(_, session)| session.user == *to)
+                        .map(|(hash, _)| Key::Session(hash.clone())),
+                );
                 keys
             }
             Event::ServiceUpserted { service } => vec![Key::Service(service.name.clone())],
             Event::ServiceDeleted { name, .. } => vec![Key::Service(name.clone())],
+            Event::SessionStarted { hash, .. } | Event::SessionEnded { hash, .. } => vec![Key::Session(hash.clone())],
             Event::TokenIssued { token } => vec![Key::Token(token.id)],
             Event::TokenRevoked { id, .. } => vec![Key::Token(*id)],
             Event::ServerSpawnRequested { user, .. }

@@ -130,6 +130,19 @@ impl Token {
     }
 }
 
+/// A browser's login session (JupyterHub's `jupyterhub-hub-login` cookie). Keyed in the
+/// state by a hash of the cookie's secret; the secret itself is never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub user: String,
+    /// The public session id (`jupyterhub-session-id`), which OAuth tokens issued in the
+    /// session carry.
+    pub session_id: String,
+    pub created: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// A hub service: a non-human API client (the `admin` service holds the operator's
 /// bootstrap token).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +219,9 @@ pub struct State {
     /// Index from token hash to token id, for authenticating a request in one lookup.
     pub token_ids_by_hash: BTreeMap<String, u64>,
     pub routes: BTreeMap<String, Route>,
+    /// Login sessions by the hash of their secret.
+    #[serde(default)]
+    pub sessions: BTreeMap<String, Session>,
     /// The sequence number of the last event; events are numbered 1, 2, 3, … on every replica.
     pub event_seq: u64,
     /// The sequence number of the last route event, contiguous across route events only.

@@ -9,6 +9,8 @@ pub const GROUPS: &str = "groups";
 pub const SERVICES: &str = "services";
 pub const TOKENS: &str = "tokens";
 pub const ROUTES: &str = "routes";
+/// Login sessions, keyed by the hash of their secret.
+pub const SESSIONS: &str = "sessions";
 /// The event log, keyed by big-endian event sequence number.
 pub const EVENTS: &str = "events";
 /// Route events only: big-endian `route_seq` → big-endian event `seq`.
@@ -17,7 +19,7 @@ pub const ROUTE_INDEX: &str = "route_index";
 /// current snapshot.
 pub const META: &str = "meta";
 
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     RAFT_LOG,
     RAFT_META,
     USERS,
@@ -25,12 +27,13 @@ pub const ALL: [&str; 10] = [
     SERVICES,
     TOKENS,
     ROUTES,
+    SESSIONS,
     EVENTS,
     ROUTE_INDEX,
     META,
 ];
 /// The tables that hold the state machine's rows; replaced wholesale by a snapshot.
-pub const STATE_TABLES: [&str; 7] = [USERS, GROUPS, SERVICES, TOKENS, ROUTES, EVENTS, ROUTE_INDEX];
+pub const STATE_TABLES: [&str; 8] = [USERS, GROUPS, SERVICES, TOKENS, ROUTES, SESSIONS, EVENTS, ROUTE_INDEX];
 
 pub const META_NODE_ID: &[u8] = b"node_id";
 pub const META_APPLIED: &[u8] = b"applied";

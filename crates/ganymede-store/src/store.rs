@@ -307,6 +307,10 @@ impl Store {
             let route: ganymede_model::Route = from_json(layout::ROUTES, &value)?;
             state.routes.insert(route.path.clone(), route);
         }
+        for value in self.values(layout::SESSIONS)? {
+            let (hash, session): (String, ganymede_model::Session) = from_json(layout::SESSIONS, &value)?;
+            state.sessions.insert(hash, session);
+        }
         let meta = self.cf(layout::META);
         if let Some(bytes) = self.db.get_cf(meta, layout::META_COUNTERS)? {
             let counters: Counters = from_json(layout::META, &bytes)?;
@@ -398,6 +402,13 @@ impl Store {
             }
             Key::Token(id) => put_or_delete(self, batch, layout::TOKENS, &u64_key(*id), state.tokens.get(id)),
             Key::Route(path) => put_or_delete(self, batch, layout::ROUTES, path.as_bytes(), state.routes.get(path)),
+            Key::Session(hash) => put_or_delete(
+                self,
+                batch,
+                layout::SESSIONS,
+                hash.as_bytes(),
+                state.sessions.get(hash).map(|session| (hash, session)).as_ref(),
+            ),
             Key::Group(name) => put_or_delete(self, batch, layout::GROUPS, name.as_bytes(), state.groups.get(name)),
             Key::Groups => {
                 for (name, group) in &state.groups {
@@ -429,11 +440,13 @@ impl Store {
         let services = state.services.keys().cloned().map(Key::Service);
         let tokens = state.tokens.keys().copied().map(Key::Token);
         let routes = state.routes.keys().cloned().map(Key::Route);
+        let sessions = state.sessions.keys().cloned().map(Key::Session);
         for key in users
             .into_iter()
             .chain(services)
             .chain(tokens)
             .chain(routes)
+            .chain(sessions)
             .chain([Key::Groups, Key::Cluster])
         {
             self.stage_row(&mut batch, state, &key)?;

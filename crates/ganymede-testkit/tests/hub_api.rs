@@ -751,25 +751,61 @@ async fn t45_services_made_and_removed_through_the_api() {
         .await
         .expect("create");
     assert_eq!(status, 201, "{created}");
-    assert_eq!((created["kind"].as_str(), created["name"].as_str()), (Some("service"), Some("reporter")));
-    let (status, _) = admin.post("/hub/api/services/reporter", json!({})).await.expect("again");
+    assert_eq!(
+        (created["kind"].as_str(), created["name"].as_str()),
+        (Some("service"), Some("reporter"))
+    );
+    let (status, _) = admin
+        .post("/hub/api/services/reporter", json!({}))
+        .await
+        .expect("again");
     assert_eq!(status, 409);
-    let (status, _) = admin.post("/hub/api/services/bad", json!({"api_token": "short"})).await.expect("short");
+    let (status, _) = admin
+        .post("/hub/api/services/bad", json!({"api_token": "short"}))
+        .await
+        .expect("short");
     assert_eq!(status, 400);
-    let (status, _) = admin.post("/hub/api/services/bad", json!({"url": "http://x"})).await.expect("unknown");
+    let (status, _) = admin
+        .post("/hub/api/services/bad", json!({"url": "http://x"}))
+        .await
+        .expect("unknown");
     assert_eq!(status, 400, "fields not supported yet are refused, not ignored");
-    let me = ok(&cluster.hub(2).api.with_token(Some(token)), Method::GET, "/hub/api/user", None).await;
-    assert_eq!((me["kind"].as_str(), me["name"].as_str()), (Some("service"), Some("reporter")));
-    assert_eq!(me["scopes"], json!([]), "no roles, no scopes (whoami still identifies it)");
+    let me = ok(
+        &cluster.hub(2).api.with_token(Some(token)),
+        Method::GET,
+        "/hub/api/user",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (me["kind"].as_str(), me["name"].as_str()),
+        (Some("service"), Some("reporter"))
+    );
+    assert_eq!(
+        me["scopes"],
+        json!([]),
+        "no roles, no scopes (whoami still identifies it)"
+    );
     let all = ok(&admin, Method::GET, "/hub/api/services", None).await;
     assert!(all.get("reporter").is_some() && all.get("admin").is_some(), "{all}");
     let (status, _) = admin.delete("/hub/api/services/admin").await.expect("delete admin");
     assert_eq!(status, 405, "the configured admin service stays");
-    let (status, _) = cluster.hub(3).api.delete("/hub/api/services/reporter").await.expect("delete");
+    let (status, _) = cluster
+        .hub(3)
+        .api
+        .delete("/hub/api/services/reporter")
+        .await
+        .expect("delete");
     assert_eq!(status, 200);
     let (status, _) = admin.get("/hub/api/services/reporter").await.expect("get");
     assert_eq!(status, 404);
-    let (status, _) = cluster.hub(3).api.with_token(Some(token)).get("/hub/api/user").await.expect("whoami");
+    let (status, _) = cluster
+        .hub(3)
+        .api
+        .with_token(Some(token))
+        .get("/hub/api/user")
+        .await
+        .expect("whoami");
     assert_eq!(status, 403, "its token went with it");
 }
 

@@ -522,6 +522,17 @@ fn any_command() -> impl Strategy<Value = Command> {
             roles: vec![],
             at,
         }),
+        (user.clone(), 0u8..3, at.clone()).prop_map(|(user, h, at)| Command::StartSession {
+            hash: format!("session{h}"),
+            user,
+            session_id: format!("sid{h}"),
+            expires_at: at + 100,
+            at,
+        }),
+        (0u8..3, at.clone()).prop_map(|(h, at)| Command::EndSession {
+            hash: format!("session{h}"),
+            at,
+        }),
         at.clone().prop_map(|at| Command::DeleteService {
             name: "culler".into(),
             at,
@@ -604,6 +615,13 @@ fn assert_consistent(state: &State) {
     }
     for (path, route) in &state.routes {
         assert_eq!(path, &route.path);
+    }
+    for session in state.sessions.values() {
+        assert!(
+            state.users.contains_key(&session.user),
+            "session of missing user {}",
+            session.user
+        );
     }
     for user in state.users.values() {
         for server in user.servers.values() {
@@ -700,6 +718,11 @@ proptest! {
                 for path in before.routes.keys().chain(state.routes.keys()) {
                     if before.routes.get(path) != state.routes.get(path) {
                         prop_assert!(touched.contains(&Key::Route(path.clone())));
+                    }
+                }
+                for hash in before.sessions.keys().chain(state.sessions.keys()) {
+                    if before.sessions.get(hash) != state.sessions.get(hash) {
+                        prop_assert!(touched.contains(&Key::Session(hash.clone())), "session {} changed untouched", hash);
                     }
                 }
                 for name in before.services.keys().chain(state.services.keys()) {
@@ -978,4 +1001,45 @@ fn api_activity_moves_forward_only_and_is_clamped() {
     seen.push(report(T0 + 50));
     check(&seen, report(T0 + 50), Ok(&[]));
     check(&seen, report(T0 + 10), Ok(&[]));
+}
+
+#[test]
+fn sessions_end_on_logout_on_user_deletion_and_when_expired() {
+    let start = |hash: &str, at: i64| Command::StartSession {
+        hash: hash.into(),
+        user: "alice".into(),
+        session_id: format!("id-{hash}"),
+        expires_at: at + 1_000,
+        at,
+    };
+    let alice = create(&["alice"], false);
+    let state = check(std::slice::from_ref(&alice), start("s1", T0), Ok(&["session_started"]));
+    assert_eq!(state.sessions["s1"].user, "alice");
+    check(
+        &[],
+        start("s1", T0),
+        Err(Rejection::UserNotFound { name: "alice".into() }),
+    );
+    // A login after the first expired drops it.
+    check(
+        &[alice.clone(), start("s1", T0)],
+        start("s2", T0 + 5_000),
+        Ok(&["session_ended", "session_started"]),
+    );
+    let end = Command::EndSession {
+        hash: "s1".into(),
+        at: T0,
+    };
+    check(&[alice.clone(), start("s1", T0)], end.clone(), Ok(&["session_ended"]));
+    check(std::slice::from_ref(&alice), end, Ok(&[]));
+    let delete = Command::DeleteUser {
+        name: "alice".into(),
+        at: T0,
+    };
+    let state = check(
+        &[alice, start("s1", T0)],
+        delete,
+        Ok(&["session_ended", "user_deleted"]),
+    );
+    assert!(state.sessions.is_empty());
 }

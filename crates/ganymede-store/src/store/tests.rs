@@ -40,6 +40,22 @@ fn commands() -> Vec<Command> {
             at: T0,
         }),
         route("/a"),
+        Command::StartSession {
+            hash: "session-hash".into(),
+            user: "alice".into(),
+            session_id: "sid".into(),
+            expires_at: T0 + 1,
+            at: T0,
+        },
+        Command::CreateGroups {
+            names: vec!["students".into(), "gone".into()],
+            users: vec!["alice".into()],
+            at: T0,
+        },
+        Command::DeleteGroup {
+            name: "gone".into(),
+            at: T0,
+        },
         Command::RequestSpawn {
             user: "alice".into(),
             server: "".into(),
