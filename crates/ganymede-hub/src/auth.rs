@@ -5,11 +5,13 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 use ganymede_model::rbac::{Access, Resource, Roles, ScopeSet};
 use ganymede_model::{State, TokenOwner};
 
 use crate::Hub;
 use crate::error::ApiError;
+use crate::session::{COOKIE_MAX_AGE_SECS, LOGIN_COOKIE, cookie, hash_session_secret};
 use crate::tokens::hash_token;
 
 /// Notes of the tokens JupyterHub gives single-user servers; their use is not the
@@ -20,7 +22,10 @@ pub const SERVER_TOKEN_NOTE_PREFIX: &str = "Server at ";
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub owner: TokenOwner,
-    pub token_id: u64,
+    /// The token used; `None` for a browser's session cookie.
+    pub token_id: Option<u64>,
+    /// The browser session's public id, for cookie-authenticated calls.
+    pub session_id: Option<String>,
     pub scopes: ScopeSet,
     /// Whether the owner is an admin user or an admin service.
     pub owner_is_admin: bool,
@@ -80,7 +85,8 @@ fn resolve(state: &State, roles: &Roles, hash: &str, now: i64) -> Option<(Caller
         matches!(token.owner, TokenOwner::User(_)) && !token.note.starts_with(SERVER_TOKEN_NOTE_PREFIX);
     let caller = Caller {
         owner: token.owner.clone(),
-        token_id: token.id,
+        token_id: Some(token.id),
+        session_id: None,
         scopes: roles.token_scopes(state, token),
         owner_is_admin,
     };
@@ -95,9 +101,9 @@ impl FromRequestParts<Hub> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
-        let token = header
-            .and_then(token_from_header)
-            .ok_or_else(ApiError::invalid_credentials)?;
+        let Some(token) = header.and_then(token_from_header) else {
+            return cookie_caller(parts, hub).await;
+        };
         let hash = hash_token(token);
         let now = crate::render::now_millis();
         let roles = &hub.settings.roles;
@@ -112,12 +118,121 @@ impl FromRequestParts<Hub> for Caller {
                 .ok_or_else(ApiError::invalid_credentials)?,
         };
         let (caller, is_user_activity) = resolved;
-        hub.activity.token(caller.token_id, now);
+        if let Some(id) = caller.token_id {
+            hub.activity.token(id, now);
+        }
         if is_user_activity && let TokenOwner::User(name) = &caller.owner {
             hub.activity.user(name, now);
         }
         Ok(caller)
     }
+}
+
+/// A browser's login session, from its `jupyterhub-hub-login` cookie.
+#[derive(Clone, Debug)]
+pub struct BrowserSession {
+    pub user: String,
+    pub session_id: String,
+    /// The hash that names the session in the replicated state.
+    pub hash: String,
+}
+
+/// The session a browser's signed login cookie stands for, if it is valid, unexpired and
+/// still in the replicated state (a logout anywhere ends it everywhere).
+pub async fn browser_session(hub: &Hub, headers: &HeaderMap) -> Option<BrowserSession> {
+    let signed = cookie(headers, LOGIN_COOKIE)?;
+    let key = hub.cookie_key().await?;
+    let now = crate::render::now_millis();
+    let secret = key.verify(LOGIN_COOKIE, signed, now / 1000, COOKIE_MAX_AGE_SECS)?;
+    let hash = hash_session_secret(&secret);
+    let find = |state: &State| {
+        state
+            .sessions
+            .get(&hash)
+            .filter(|session| session.expires_at > now && state.users.contains_key(&session.user))
+            .map(|session| (session.user.clone(), session.session_id.clone()))
+    };
+    let (user, session_id) = match hub.raft.read_local(find) {
+        Some(found) => found,
+        None => hub.raft.read(find).await.ok()??,
+    };
+    Some(BrowserSession { user, session_id, hash })
+}
+
+/// JupyterHub's rule for when a cookie-authenticated API call must carry the XSRF token:
+/// every method but HEAD and OPTIONS, GET included, unless the browser says it is a
+/// navigation (or says nothing), a WebSocket, or a same-origin no-cors read.
+fn needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let read_only = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if matches!(*method, Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    match header("sec-fetch-mode") {
+        None | Some("navigate") if read_only => false,
+        Some("websocket") => false,
+        Some("no-cors") if read_only && header("sec-fetch-site") == Some("same-origin") => false,
+        _ => true,
+    }
+}
+
+/// The XSRF token a request carries: `_xsrf` in the query, or `X-XSRFToken` /
+/// `X-CSRFToken`.
+fn presented_xsrf(parts: &Parts) -> Option<String> {
+    for name in ["x-xsrftoken", "x-csrftoken"] {
+        if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+            return Some(value.to_owned());
+        }
+    }
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("_xsrf="))
+        .map(str::to_owned)
+}
+
+/// A browser calling the API with its login cookie: the user's full scopes, after the
+/// XSRF and content-type checks JupyterHub makes.
+async fn cookie_caller(parts: &Parts, hub: &Hub) -> Result<Caller, ApiError> {
+    let session = browser_session(hub, &parts.headers)
+        .await
+        .ok_or_else(ApiError::invalid_credentials)?;
+    if parts.method == Method::POST
+        && let Some(content_type) = parts.headers.get(axum::http::header::CONTENT_TYPE)
+        && !content_type
+            .to_str()
+            .is_ok_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+    {
+        // A form post with a cookie is how cross-site forgery looks: no cookie user.
+        return Err(ApiError::invalid_credentials());
+    }
+    if needs_xsrf(&parts.method, &parts.headers) {
+        let key = hub.cookie_key().await.ok_or_else(ApiError::invalid_credentials)?;
+        let presented = presented_xsrf(parts);
+        if presented.as_deref() != Some(key.xsrf_token(&session.session_id).as_str()) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("'_xsrf' argument missing from {}", parts.method),
+            ));
+        }
+    }
+    let roles = &hub.settings.roles;
+    let owner = TokenOwner::User(session.user.clone());
+    let (scopes, owner_is_admin) = hub.raft.read_local(|state| {
+        (
+            roles.owner_scopes(state, &owner),
+            state.users.get(&session.user).is_some_and(|u| u.admin),
+        )
+    });
+    hub.activity.user(&session.user, crate::render::now_millis());
+    Ok(Caller {
+        owner,
+        token_id: None,
+        session_id: Some(session.session_id),
+        scopes,
+        owner_is_admin,
+    })
 }
 
 #[cfg(test)]

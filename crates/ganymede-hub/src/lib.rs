@@ -7,11 +7,14 @@
 mod activity;
 mod api;
 mod auth;
+pub mod authenticator;
 mod edge_feed;
 mod error;
+mod pages;
 mod provision;
 mod proxy_api;
 mod render;
+pub mod session;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use ganymede_raft::RaftHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use activity::ActivityBatcher;
+pub use authenticator::{AuthSettings, Authenticator};
 pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use provision::provision;
@@ -93,17 +97,37 @@ pub struct Hub {
     pub raft: RaftHandle,
     pub limits: Arc<ApiLimits>,
     pub settings: Arc<HubSettings>,
+    pub auth: Arc<AuthSettings>,
     pub activity: Arc<ActivityBatcher>,
+    /// Derived from the replicated cluster secret once it is known.
+    cookie_key: Arc<std::sync::OnceLock<session::CookieKey>>,
 }
 
 impl Hub {
-    pub fn new(raft: RaftHandle, limits: ApiLimits, settings: HubSettings) -> Self {
+    pub fn new(raft: RaftHandle, limits: ApiLimits, settings: HubSettings, auth: AuthSettings) -> Self {
         Hub {
             raft,
             limits: Arc::new(limits),
             settings: Arc::new(settings),
+            auth: Arc::new(auth),
             activity: Arc::new(ActivityBatcher::default()),
+            cookie_key: Arc::default(),
         }
+    }
+
+    /// The key cookies are signed with; `None` until the cluster secret is committed.
+    pub async fn cookie_key(&self) -> Option<session::CookieKey> {
+        if let Some(key) = self.cookie_key.get() {
+            return Some(key.clone());
+        }
+        let secret = self
+            .raft
+            .read_local(|state| state.cluster.as_ref().map(|c| c.cluster_secret.expose().to_owned()))?;
+        Some(
+            self.cookie_key
+                .get_or_init(|| session::CookieKey::derive(&secret))
+                .clone(),
+        )
     }
 
     /// The hub's own background work (committing gathered activity); runs until

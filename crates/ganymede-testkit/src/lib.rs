@@ -96,6 +96,8 @@ pub struct TestCluster {
     /// The hub settings every replica starts with; tests without a spawner wait less for
     /// spawns and stops than a real hub would (`slow_*_timeout` of 300 ms).
     pub settings: ganymede_hub::HubSettings,
+    /// Who may log in (the dummy authenticator, open, unless a test says otherwise).
+    pub auth: ganymede_hub::AuthSettings,
     dir: tempfile::TempDir,
     slots: BTreeMap<u64, Slot>,
     initial_members: BTreeMap<u64, HubNode>,
@@ -155,6 +157,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             timings,
             settings,
+            auth: ganymede_hub::AuthSettings::default(),
             dir,
             slots: BTreeMap::new(),
             initial_members: BTreeMap::new(),
@@ -215,7 +218,12 @@ impl TestCluster {
             Some(ADMIN_TOKEN.into()),
             shutdown.clone(),
         ));
-        let hub = Hub::new(raft.clone(), ApiLimits::default(), self.settings.clone());
+        let hub = Hub::new(
+            raft.clone(),
+            ApiLimits::default(),
+            self.settings.clone(),
+            self.auth.clone(),
+        );
         tasks.spawn(hub.clone().run_background(shutdown.clone()));
         for (listener, app) in [
             (api_listener, ganymede_hub::router(hub.clone())),

@@ -20,6 +20,7 @@ pub struct HubFile {
     pub events: EventsSection,
     pub servers: ServersSection,
     pub api: ApiSection,
+    pub auth: AuthSection,
     /// Custom roles (JupyterHub's `load_roles`): `[[roles]]` with `name`, `scopes`,
     /// `users`, `groups`, `services`. Every replica must have the same ones.
     pub roles: Vec<ganymede_model::rbac::Role>,
@@ -51,6 +52,30 @@ impl Default for ServersSection {
             active_server_limit: 0,
             slow_spawn_timeout: "10s".into(),
             slow_stop_timeout: "10s".into(),
+        }
+    }
+}
+
+/// Who may log in. `GANYMEDE_AUTHENTICATOR` also sets the authenticator; the dummy
+/// authenticator's shared password comes only from `GANYMEDE_DUMMY_PASSWORD` (secrets
+/// stay out of files).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `dummy` (any name; the shared password when one is set).
+    pub authenticator: String,
+    /// Only these users may log in (plus `admin_users`); empty = everyone.
+    pub allowed_users: Vec<String>,
+    /// Made admin when they log in.
+    pub admin_users: Vec<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            authenticator: "dummy".into(),
+            allowed_users: Vec::new(),
+            admin_users: Vec::new(),
         }
     }
 }
@@ -231,6 +256,7 @@ pub struct HubConfig {
     pub snapshot_logs_since_last: u64,
     pub logs_kept_after_snapshot: u64,
     pub settings: ganymede_hub::HubSettings,
+    pub auth: ganymede_hub::AuthSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +323,23 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     sets: &[String],
 ) -> Result<HubConfig, ConfigError> {
-    validate(load_file(file, env, sets, &keys())?)
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let mut file: HubFile = load_file(file, env.iter().cloned(), sets, &keys())?;
+    let dummy_password = env
+        .iter()
+        .find(|(name, _)| name == "GANYMEDE_DUMMY_PASSWORD")
+        .map(|(_, value)| value.clone())
+        .filter(|value| !value.is_empty());
+    if let Some((_, authenticator)) = env.iter().find(|(name, _)| name == "GANYMEDE_AUTHENTICATOR") {
+        file.auth.authenticator = authenticator.clone();
+    }
+    let mut config = validate(file)?;
+    if let Some(password) = dummy_password {
+        match &mut config.auth.authenticator {
+            ganymede_hub::Authenticator::Dummy { password: shared } => *shared = Some(password.into()),
+        }
+    }
+    Ok(config)
 }
 
 /// Reads a sectioned TOML file and applies the overrides of `keys`.
@@ -367,7 +409,27 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         servers,
         api,
         roles,
+        auth,
     } = file;
+    let normalize = |names: Vec<String>| -> std::collections::BTreeSet<String> {
+        names
+            .iter()
+            .map(|n| ganymede_model::names::normalize_user_name(n))
+            .collect()
+    };
+    let auth = ganymede_hub::AuthSettings {
+        authenticator: match auth.authenticator.as_str() {
+            "dummy" => ganymede_hub::Authenticator::Dummy { password: None },
+            other => {
+                return Err(invalid(
+                    "auth.authenticator",
+                    format!("{other:?} is not an authenticator this hub has (dummy)"),
+                ));
+            }
+        },
+        allowed_users: normalize(auth.allowed_users),
+        admin_users: normalize(auth.admin_users),
+    };
     let limit = |n: u32| (n > 0).then_some(n);
     let settings = ganymede_hub::HubSettings {
         roles: ganymede_model::rbac::Roles::with_custom(roles).map_err(|err| invalid("roles", err.to_string()))?,
@@ -457,6 +519,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         snapshot_logs_since_last: raft.snapshot_logs_since_last,
         logs_kept_after_snapshot: raft.logs_kept_after_snapshot,
         settings,
+        auth,
     })
 }
 

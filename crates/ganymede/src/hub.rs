@@ -106,6 +106,7 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
             max_body_bytes: config.max_body_bytes,
         },
         config.settings.clone(),
+        config.auth.clone(),
     );
     tasks.spawn(hub.clone().run_background(shutdown.clone()));
     if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {

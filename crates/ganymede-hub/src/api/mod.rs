@@ -38,6 +38,7 @@ pub fn router(hub: Hub) -> Router {
         .nest("/hub/api", api)
         .route("/hub/api/", get(version))
         .route("/hub/health", get(health).head(health))
+        .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::map_response(version_header))
         .with_state(hub)

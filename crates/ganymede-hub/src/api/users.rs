@@ -74,8 +74,8 @@ async fn whoami(State(hub): State<Hub>, caller: Caller) -> Result<Json<Value>, A
         .ok_or_else(ApiError::invalid_credentials)?;
     let mut model = model;
     model["scopes"] = json!(caller.scopes.to_strings());
-    model["token_id"] = json!(format!("a{}", caller.token_id));
-    model["session_id"] = Value::Null;
+    model["token_id"] = json!(caller.token_id.map(|id| format!("a{id}")));
+    model["session_id"] = json!(caller.session_id);
     Ok(Json(model))
 }
 

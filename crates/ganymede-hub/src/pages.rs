@@ -1,0 +1,414 @@
+//! The hub's pages under `/hub/`: login (a form with XSRF), logout and home. Plain
+//! server-rendered HTML; every page sends a CSP that forbids framing.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use ganymede_model::{Command, Rejection, ServerPhase};
+use ganymede_raft::Applied;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::Hub;
+use crate::authenticator::LoginRefused;
+use crate::render::{now_millis, server_url};
+use crate::session::{
+    COOKIE_MAX_AGE_SECS, LOGIN_COOKIE, SESSION_ID_COOKIE, XSRF_COOKIE, cookie, hash_session_secret, is_local_path,
+};
+use crate::tokens::new_token;
+
+pub fn routes() -> Router<Hub> {
+    Router::new()
+        .route("/hub/", get(|| async { Redirect::to("/hub/home") }))
+        .route("/hub/login", get(login_page).post(login))
+        .route("/hub/logout", get(logout))
+        .route("/hub/home", get(home))
+}
+
+/// `&`, `<`, `>`, `"`, `'` escaped for HTML text and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole page in the hub's frame.
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} — JupyterHub</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}\
+         label{{display:block;margin:.5em 0}}input{{font-size:1em}}.error{{color:#b00}}</style></head>\
+         <body><header><a href=\"/hub/home\">Ganymede</a></header><main>{body}</main></body></html>",
+        title = escape(title),
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'; report-uri /hub/security/csp-report"),
+    );
+    response
+}
+
+/// Whether the browser reached us over HTTPS (directly or through the edge).
+fn is_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure under HTTPS.
+fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<i64>, secure: bool) -> HeaderValue {
+    let mut text = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
+    if let Some(max_age) = max_age {
+        text.push_str(&format!("; Max-Age={max_age}"));
+    }
+    if secure {
+        text.push_str("; Secure");
+    }
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+fn clear_cookie(name: &str, path: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{name}=; Path={path}; Max-Age=0; HttpOnly"))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+fn next_or_home(next: Option<&str>) -> String {
+    next.filter(|next| is_local_path(next))
+        .map_or_else(|| "/hub/home".to_owned(), str::to_owned)
+}
+
+/// The user a browser is logged in as, from its `jupyterhub-hub-login` cookie.
+pub async fn session_user(hub: &Hub, headers: &HeaderMap) -> Option<crate::auth::BrowserSession> {
+    crate::auth::browser_session(hub, headers).await
+}
+
+fn login_form(next: &str, xsrf: &str, error: Option<&str>) -> String {
+    let error = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    format!(
+        "<h1>Sign in</h1>{error}\
+         <form method=\"post\" action=\"/hub/login?next={next_q}\">\
+         <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
+         <label>Username: <input name=\"username\" id=\"username_input\" autocomplete=\"username\" autofocus required></label>\
+         <label>Password: <input name=\"password\" id=\"password_input\" type=\"password\" autocomplete=\"current-password\"></label>\
+         <button type=\"submit\" id=\"login_submit\">Sign in</button></form>",
+        next_q = escape(&url_quote(next)),
+        xsrf = escape(xsrf),
+    )
+}
+
+/// Percent-encodes a query value.
+fn url_quote(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The anonymous XSRF token of a browser: the `_xsrf` cookie it has, or a new one.
+fn anonymous_xsrf(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, XSRF_COOKIE).filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Some(token) => (token.to_owned(), false),
+        None => (new_token(), true),
+    }
+}
+
+async fn login_page(State(hub): State<Hub>, headers: HeaderMap, Query(query): Query<NextQuery>) -> Response {
+    let next = next_or_home(query.next.as_deref());
+    if session_user(&hub, &headers).await.is_some() {
+        return Redirect::to(&next).into_response();
+    }
+    let (xsrf, fresh) = anonymous_xsrf(&headers);
+    let mut response = page(StatusCode::OK, "Sign in", &login_form(&next, &xsrf, None));
+    if fresh {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(XSRF_COOKIE, &xsrf, "/hub/", Some(3600), is_https(&headers)),
+        );
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default, rename = "_xsrf")]
+    xsrf: String,
+}
+
+/// What a log line may show of a user-supplied name: bounded and printable.
+pub fn loggable(name: &str) -> String {
+    let shown: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if name.chars().count() > 64 {
+        format!("{shown}…")
+    } else {
+        shown
+    }
+}
+
+async fn login(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Query(query): Query<NextQuery>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = next_or_home(query.next.as_deref());
+    let secure = is_https(&headers);
+    let (xsrf, _) = anonymous_xsrf(&headers);
+    if form.xsrf.is_empty() || cookie(&headers, XSRF_COOKIE) != Some(form.xsrf.as_str()) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Sign in",
+            &login_form(&next, &xsrf, Some("Your sign-in form expired. Please try again.")),
+        );
+    }
+    let started = std::time::Instant::now();
+    let name = match hub.auth.authenticate(&form.username, &form.password).await {
+        Ok(name) => name,
+        Err(refused) => {
+            warn!(user = %loggable(&form.username), reason = ?refused, "failed login");
+            metrics_login(started, false);
+            let message = match refused {
+                LoginRefused::InvalidCredentials => "Invalid username or password",
+                LoginRefused::NotAllowed => "You are not allowed to use this hub",
+            };
+            return page(
+                StatusCode::FORBIDDEN,
+                "Sign in",
+                &login_form(&next, &xsrf, Some(message)),
+            );
+        }
+    };
+    match open_session(&hub, &name).await {
+        Ok((secret, session_id)) => {
+            metrics_login(started, true);
+            info!(user = %name, "login");
+            let key = match hub.cookie_key().await {
+                Some(key) => key,
+                None => {
+                    return page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Unavailable",
+                        "<p>The hub is starting.</p>",
+                    );
+                }
+            };
+            let now = now_millis() / 1000;
+            let mut response = Redirect::to(&next).into_response();
+            let cookies = response.headers_mut();
+            cookies.append(
+                header::SET_COOKIE,
+                set_cookie(
+                    LOGIN_COOKIE,
+                    &key.sign(LOGIN_COOKIE, &secret, now),
+                    "/hub/",
+                    None,
+                    secure,
+                ),
+            );
+            cookies.append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_ID_COOKIE, &session_id, "/", None, secure),
+            );
+            cookies.append(
+                header::SET_COOKIE,
+                set_cookie(XSRF_COOKIE, &key.xsrf_token(&session_id), "/hub/", None, secure),
+            );
+            response
+        }
+        Err(message) => {
+            warn!(user = %name, error = %message, "login could not be recorded");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign in",
+                &login_form(&next, &xsrf, Some(&message)),
+            )
+        }
+    }
+}
+
+fn metrics_login(started: std::time::Instant, success: bool) {
+    let status = if success { "success" } else { "failure" };
+    tracing::debug!(status, seconds = started.elapsed().as_secs_f64(), "login attempt");
+}
+
+/// Creates the user on first login (admin when listed in `admin_users`) and starts a
+/// replicated session; returns the session secret and the public session id.
+async fn open_session(hub: &Hub, name: &str) -> Result<(String, String), String> {
+    let admin = hub.auth.admin_users.contains(name);
+    let at = now_millis();
+    let existing = hub
+        .raft
+        .read(|state| state.users.get(name).map(|user| user.admin))
+        .await
+        .map_err(|e| e.to_string())?;
+    match existing {
+        None => {
+            let command = Command::CreateUsers {
+                names: vec![name.to_owned()],
+                admin,
+                at,
+            };
+            match hub.raft.propose(command).await.map_err(|e| e.to_string())? {
+                Applied::Rejected(Rejection::UserExists { .. }) | Applied::Events(_) | Applied::Nothing => {}
+                Applied::Rejected(other) => return Err(other.to_string()),
+            }
+        }
+        Some(false) if admin => {
+            let command = Command::UpdateUser {
+                name: name.to_owned(),
+                rename: None,
+                admin: Some(true),
+                at,
+            };
+            hub.raft.propose(command).await.map_err(|e| e.to_string())?;
+        }
+        Some(_) => {}
+    }
+    let secret = new_token();
+    let session_id = new_token();
+    let command = Command::StartSession {
+        hash: hash_session_secret(&secret),
+        user: name.to_owned(),
+        session_id: session_id.clone(),
+        expires_at: at + COOKIE_MAX_AGE_SECS * 1000,
+        at,
+    };
+    match hub.raft.propose(command).await.map_err(|e| e.to_string())? {
+        Applied::Rejected(rejection) => Err(rejection.to_string()),
+        _ => {
+            // Read-your-writes: this replica serves the redirect target next.
+            hub.raft.read(|_| ()).await.map_err(|e| e.to_string())?;
+            Ok((secret, session_id))
+        }
+    }
+}
+
+/// Ends the session everywhere and clears the hub's cookies, as JupyterHub's logout.
+async fn logout(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+    if let Some(session) = session_user(&hub, &headers).await {
+        let command = Command::EndSession {
+            hash: session.hash.clone(),
+            at: now_millis(),
+        };
+        match hub.raft.propose(command).await {
+            Ok(_) => info!(user = %session.user, "logout"),
+            Err(err) => {
+                warn!(error = %err, "logout could not be recorded");
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign out",
+                    "<p>The hub could not sign you out right now. Please try again.</p>",
+                );
+            }
+        }
+    }
+    let mut response = Redirect::to("/hub/login").into_response();
+    let cookies = response.headers_mut();
+    for (name, path) in [
+        (LOGIN_COOKIE, "/hub/"),
+        (SESSION_ID_COOKIE, "/"),
+        (XSRF_COOKIE, "/hub/"),
+        ("jupyterhub-services", "/services"),
+    ] {
+        cookies.append(header::SET_COOKIE, clear_cookie(name, path));
+    }
+    response
+}
+
+async fn home(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+    let Some(session) = session_user(&hub, &headers).await else {
+        return Redirect::to("/hub/login?next=%2Fhub%2Fhome").into_response();
+    };
+    let servers = hub.raft.read_local(|state| {
+        state.users.get(&session.user).map(|user| {
+            user.servers
+                .values()
+                .map(|s| {
+                    let status = match s.phase {
+                        ServerPhase::Running => "running",
+                        ServerPhase::PendingSpawn => "starting",
+                        ServerPhase::PendingStop => "stopping",
+                        ServerPhase::Stopped => "stopped",
+                    };
+                    let label = if s.name.is_empty() {
+                        "Default server"
+                    } else {
+                        &s.display_name
+                    };
+                    format!(
+                        "<li><a href=\"{url}\">{label}</a>: <span class=\"status\">{status}</span></li>",
+                        url = escape(&server_url(&session.user, &s.name)),
+                        label = escape(label),
+                    )
+                })
+                .collect::<String>()
+        })
+    });
+    let body = format!(
+        "<h1>Home</h1><p id=\"signed-in\">Signed in as <strong>{user}</strong>.</p>\
+         <h2>Servers</h2><ul id=\"servers\">{servers}</ul>\
+         <p><a href=\"/hub/logout\" id=\"logout\">Sign out</a></p>",
+        user = escape(&session.user),
+        servers = servers.unwrap_or_default(),
+    );
+    page(StatusCode::OK, "Home", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_log_a_bounded_printable_name() {
+        assert_eq!(loggable("alice"), "alice");
+        let long = "x".repeat(10_000);
+        assert_eq!(loggable(&long).chars().count(), 65);
+        assert_eq!(loggable("a\nforged log line"), "a?forged log line");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
+        );
+    }
+}

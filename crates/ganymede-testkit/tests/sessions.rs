@@ -1,0 +1,311 @@
+//! Browser sessions on a 3-replica cluster: log in on one replica, use the cookie on the
+//! others, log out on a third and the cookie is refused everywhere. XSRF on forms and on
+//! cookie-authenticated API calls, no open redirect, the dummy authenticator's shared
+//! password, allowed and admin users.
+
+use std::time::Duration;
+
+use ganymede_hub::{AuthSettings, Authenticator};
+use ganymede_testkit::{TestCluster, Timings, eventually, test_settings};
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::redirect::Policy;
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// `name=value` of every `Set-Cookie`, with the whole header for attribute checks.
+fn set_cookies(headers: &HeaderMap) -> Vec<(String, String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|full| {
+            let pair = full.split(';').next()?;
+            let (name, value) = pair.split_once('=')?;
+            Some((name.to_owned(), value.to_owned(), full.to_owned()))
+        })
+        .collect()
+}
+
+/// A browser's cookie jar, kept by hand so that tests see exactly what is sent.
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn take(&mut self, headers: &HeaderMap) {
+        for (name, value, _) in set_cookies(headers) {
+            self.0.retain(|(n, _)| *n != name);
+            if !value.is_empty() {
+                self.0.push((name, value));
+            }
+        }
+    }
+}
+
+/// Loads the login page (taking its `_xsrf`), then posts the form.
+async fn log_in(base: &str, user: &str, password: &str, next: &str) -> (reqwest::Response, Jar) {
+    let client = browser();
+    let page = client
+        .get(format!("{base}/hub/login"))
+        .send()
+        .await
+        .expect("login page");
+    assert_eq!(page.status(), 200);
+    let mut jar = Jar(Vec::new());
+    jar.take(page.headers());
+    let xsrf = jar.get("_xsrf").expect("an anonymous _xsrf cookie").to_owned();
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&format!("name=\"_xsrf\" value=\"{xsrf}\"")), "{html}");
+    let response = client
+        .post(format!("{base}/hub/login?next={next}"))
+        .header("cookie", jar.header())
+        .form(&[("username", user), ("password", password), ("_xsrf", xsrf.as_str())])
+        .send()
+        .await
+        .expect("login");
+    jar.take(response.headers());
+    (response, jar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
+    let mut cluster = TestCluster::start_with_settings(3, Timings::default(), test_settings()).await;
+    // Replicas are configured alike: restart them with the shared password and lists.
+    cluster.auth = AuthSettings {
+        authenticator: Authenticator::Dummy {
+            password: Some("open-sesame".into()),
+        },
+        allowed_users: ["alice".to_owned()].into(),
+        admin_users: ["root".to_owned()].into(),
+    };
+    for node in 1..=3 {
+        cluster.kill(node).await;
+        cluster.start_node(node).await;
+    }
+    for node in 1..=3 {
+        cluster.wait_until_serving(node).await;
+    }
+    let base = |node: u64| cluster.hub(node).api.base.clone();
+
+    // --- the login page: a form with XSRF, never framed
+    let page = browser()
+        .get(format!("{}/hub/login", base(1)))
+        .send()
+        .await
+        .expect("page");
+    let csp = page.headers().get("content-security-policy").cloned();
+    assert!(csp.is_some_and(|v| v.to_str().unwrap_or_default().contains("frame-ancestors 'none'")));
+    let xsrf_cookie = set_cookies(page.headers())
+        .into_iter()
+        .find(|(n, _, _)| n == "_xsrf")
+        .expect("_xsrf set");
+    assert!(
+        xsrf_cookie.2.contains("Path=/hub/") && xsrf_cookie.2.contains("HttpOnly"),
+        "{}",
+        xsrf_cookie.2
+    );
+
+    // --- a forged form (no or wrong _xsrf) is refused
+    let forged = browser()
+        .post(format!("{}/hub/login", base(1)))
+        .form(&[("username", "alice"), ("password", "open-sesame"), ("_xsrf", "x")])
+        .send()
+        .await
+        .expect("forged");
+    assert_eq!(forged.status(), 403);
+    // --- bad password, user not allowed: a clear page and 403
+    let (response, _) = log_in(&base(1), "alice", "wrong", "/hub/home").await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Invalid username or password")
+    );
+    let (response, _) = log_in(&base(1), "mallory", "open-sesame", "/hub/home").await;
+    assert_eq!(response.status(), 403);
+    assert!(response.text().await.expect("html").contains("not allowed"));
+    let long_name = "x".repeat(5000);
+    let (response, _) = log_in(&base(1), &long_name, "wrong", "/hub/home").await;
+    assert_eq!(response.status(), 403);
+
+    // --- log in on replica 1: cookies as JupyterHub sets them, redirect to next only if local
+    let (response, jar) = log_in(&base(1), "Alice", "open-sesame", "%2Fuser%2Falice%2Flab").await;
+    assert_eq!(response.status(), 303, "a redirect after the form post");
+    assert_eq!(response.headers()["location"], "/user/alice/lab");
+    let sets = set_cookies(response.headers());
+    let login_cookie = sets
+        .iter()
+        .find(|(n, _, _)| n == "jupyterhub-hub-login")
+        .expect("login cookie");
+    assert!(login_cookie.2.contains("Path=/hub/") && login_cookie.2.contains("HttpOnly"));
+    let session_cookie = sets
+        .iter()
+        .find(|(n, _, _)| n == "jupyterhub-session-id")
+        .expect("session id");
+    assert!(session_cookie.2.contains("Path=/;") || session_cookie.2.ends_with("Path=/"));
+    for next in [
+        "https%3A%2F%2Fevil.example%2F",
+        "%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+    ] {
+        let (response, _) = log_in(&base(1), "alice", "open-sesame", next).await;
+        assert_eq!(
+            response.headers()["location"],
+            "/hub/home",
+            "next={next} must not leave the site"
+        );
+    }
+
+    // --- the cookie works on replicas 2 and 3
+    for node in [2, 3] {
+        let home = browser()
+            .get(format!("{}/hub/home", base(node)))
+            .header("cookie", jar.header())
+            .send()
+            .await
+            .expect("home");
+        assert_eq!(home.status(), 200, "replica {node}");
+        assert!(
+            home.text()
+                .await
+                .expect("html")
+                .contains("Signed in as <strong>alice</strong>")
+        );
+    }
+    // --- cookie-authenticated API calls: XSRF as JupyterHub checks it
+    let api = |node: u64, path: &str| format!("{}/hub/api{path}", base(node));
+    let me = browser()
+        .get(api(2, "/user"))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(me.status(), 200, "a plain GET (no Sec-Fetch-Mode) needs no XSRF");
+    let me: serde_json::Value = me.json().await.expect("json");
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["session_id"].as_str(), jar.get("jupyterhub-session-id"));
+    assert!(me["token_id"].is_null());
+    let cors = browser()
+        .get(api(3, "/user"))
+        .header("cookie", jar.header())
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .expect("cors");
+    assert_eq!(cors.status(), 403);
+    let body: serde_json::Value = cors.json().await.expect("json");
+    assert_eq!(body["message"], "'_xsrf' argument missing from GET");
+    let xsrf = jar.get("_xsrf").expect("session _xsrf").to_owned();
+    let with_xsrf = browser()
+        .get(api(3, "/user"))
+        .header("cookie", jar.header())
+        .header("sec-fetch-mode", "cors")
+        .header("x-xsrftoken", &xsrf)
+        .send()
+        .await
+        .expect("cors+xsrf");
+    assert_eq!(with_xsrf.status(), 200);
+    let start = browser()
+        .post(api(2, "/users/alice/server"))
+        .header("cookie", jar.header())
+        .header("x-xsrftoken", &xsrf)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(start.status(), 202, "alice may start her server from the browser");
+    let forged = browser()
+        .post(api(2, "/users/alice/server"))
+        .header("cookie", jar.header())
+        .header("x-xsrftoken", &xsrf)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=1")
+        .send()
+        .await
+        .expect("form post");
+    assert_eq!(forged.status(), 403, "a form content type drops the cookie user");
+    let no_xsrf = browser()
+        .delete(api(2, "/users/alice/server"))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(no_xsrf.status(), 403);
+
+    // --- admin_users are made admin at login
+    let (response, root_jar) = log_in(&base(2), "root", "open-sesame", "%2Fhub%2Fhome").await;
+    assert_eq!(response.status(), 303);
+    let root: serde_json::Value = browser()
+        .get(api(1, "/users/root"))
+        .header("cookie", root_jar.header())
+        .send()
+        .await
+        .expect("root")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(root["admin"], true, "{root}");
+
+    // --- log out on replica 3: cookies cleared, the session refused on every replica
+    let out = browser()
+        .get(format!("{}/hub/logout", base(3)))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.headers()["location"], "/hub/login");
+    let cleared: Vec<String> = set_cookies(out.headers())
+        .into_iter()
+        .filter(|(_, value, full)| value.is_empty() && full.contains("Max-Age=0"))
+        .map(|(name, _, _)| name)
+        .collect();
+    for name in ["jupyterhub-hub-login", "jupyterhub-session-id", "_xsrf"] {
+        assert!(cleared.iter().any(|n| n == name), "{name} cleared: {cleared:?}");
+    }
+    for node in 1..=3 {
+        let header = jar.header();
+        let url = format!("{}/hub/home", base(node));
+        eventually(
+            &format!("replica {node} refuses the ended session"),
+            Duration::from_secs(2),
+            || async {
+                let home = browser().get(&url).header("cookie", &header).send().await.ok()?;
+                (home.status() == 303 || home.status() == 302).then_some(())
+            },
+        )
+        .await;
+        let me = browser()
+            .get(api(node, "/user"))
+            .header("cookie", jar.header())
+            .send()
+            .await
+            .expect("whoami");
+        assert_eq!(me.status(), 403, "replica {node}");
+    }
+    // root's own session is untouched.
+    let home = browser()
+        .get(format!("{}/hub/home", base(1)))
+        .header("cookie", root_jar.header())
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), 200);
+}
