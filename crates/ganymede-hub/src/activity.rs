@@ -85,10 +85,19 @@ impl ActivityBatcher {
                 _ = tick.tick() => false,
                 _ = shutdown.cancelled() => true,
             };
-            if let Some(command) = self.take()
-                && let Err(err) = raft.propose(command).await
-            {
-                tracing::debug!(error = %err, "activity not committed");
+            if let Some(command) = self.take() {
+                // The last flush races Raft's own shutdown: give it a moment, not the
+                // full request timeout.
+                let patience = if stopping {
+                    FLUSH_INTERVAL / 2
+                } else {
+                    FLUSH_INTERVAL * 10
+                };
+                match tokio::time::timeout(patience, raft.propose(command)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::debug!(error = %err, "activity not committed"),
+                    Err(_) => tracing::debug!("activity not committed in time"),
+                }
             }
             if stopping {
                 return;

@@ -417,10 +417,17 @@ impl Inner {
         // of time is "outcome unknown", not "not committed".
         let mut unknown: Option<String> = None;
         loop {
-            match self.propose_locally(proposal.clone()).await {
-                Forwarded::Done(applied) => return Ok(applied),
-                Forwarded::Failed(message) => unknown = Some(message),
-                Forwarded::NotLeader => {}
+            match self.propose_here(proposal.clone()).await {
+                Ok(Forwarded::Done(applied)) => return Ok(applied),
+                Ok(Forwarded::Failed(message)) => unknown = Some(message),
+                Ok(Forwarded::NotLeader) => {}
+                // This replica is shutting down: no retry can succeed here.
+                Err(stopped) => {
+                    return Err(match unknown {
+                        Some(message) => ProposeError::OutcomeUnknown(message),
+                        None => ProposeError::Stopped(stopped),
+                    });
+                }
             }
             if self.leader_node().is_some_and(|(id, _)| id != self.node_id) {
                 match self.forward(proposal.clone()).await {
@@ -520,11 +527,18 @@ impl Inner {
 
     /// Proposes on this replica only; `NotLeader` if it does not lead.
     pub(crate) async fn propose_locally(&self, proposal: Proposal) -> Forwarded<Applied> {
+        self.propose_here(proposal).await.unwrap_or_else(Forwarded::Failed)
+    }
+
+    /// Like [`propose_locally`](Self::propose_locally), with `Err` when this replica's
+    /// Raft has stopped (shutdown or a fatal error).
+    async fn propose_here(&self, proposal: Proposal) -> Result<Forwarded<Applied>, String> {
         use openraft::errors::{ClientWriteError, RaftError};
         match self.raft.client_write(proposal).await {
-            Ok(response) => Forwarded::Done(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Forwarded::NotLeader,
-            Err(err) => Forwarded::Failed(err.to_string()),
+            Ok(response) => Ok(Forwarded::Done(response.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(Forwarded::NotLeader),
+            Err(RaftError::Fatal(fatal)) => Err(fatal.to_string()),
+            Err(err) => Ok(Forwarded::Failed(err.to_string())),
         }
     }
 

@@ -312,7 +312,10 @@ async fn get_user(
     hub.raft
         .read(|state| {
             caller.authorize(state, READ_USER, Resource::User(&name))?;
-            let user = state.users.get(&name).ok_or_else(ApiError::no_access)?;
+            let user = state
+                .users
+                .get(&name)
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))?;
             let view = View {
                 scopes: &caller.scopes,
                 state,
