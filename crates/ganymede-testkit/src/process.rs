@@ -235,7 +235,19 @@ impl ProcessCluster {
 
     /// The leader every running hub agrees on, once they do.
     pub async fn leader(&self) -> u64 {
-        eventually("running hubs agree on a leader", Duration::from_secs(30), || async {
+        let agreed = tokio::time::timeout(Duration::from_secs(30), self.agreed_leader()).await;
+        match agreed {
+            Ok(leader) => leader,
+            // Say why: a hub that never came up usually wrote the reason in its log.
+            Err(_) => panic!(
+                "timed out after 30s waiting for running hubs to agree on a leader; hub logs:\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    async fn agreed_leader(&self) -> u64 {
+        eventually("running hubs agree on a leader", Duration::from_secs(3600), || async {
             let mut leader = None;
             for hub in self.hubs.iter().filter(|h| h.child.is_some()) {
                 let (status, body) = self
