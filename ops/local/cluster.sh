@@ -19,6 +19,8 @@
 #   GANYMEDE_LOCAL_DIR    where data, logs and pids live (default: <repo>/.local/cluster)
 #   GANYMEDE_ADMIN_TOKEN  the admin token (default: generated once, kept in
 #                         $GANYMEDE_LOCAL_DIR/admin-token)
+#   GANYMEDE_AUTHENTICATOR, GANYMEDE_DUMMY_PASSWORD  who may log in (default: dummy, any
+#                         name, any password); passed to the hubs as they are
 #   CONFIGPROXY_AUTH_TOKEN  the routes API token, also the edges' token for the hubs'
 #                         feed (default: generated once, kept in $GANYMEDE_LOCAL_DIR/proxy-token)
 #   CARGO_TARGET_DIR      where cargo builds (default: ~/.cache/ganymede/target)
