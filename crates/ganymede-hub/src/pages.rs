@@ -25,6 +25,105 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/login", get(login_page).post(login))
         .route("/hub/logout", get(logout))
         .route("/hub/home", get(home))
+        .route("/hub/user/{name}", get(user_url))
+        .route("/hub/user/{name}/", get(user_url))
+        .route("/hub/user/{name}/{*rest}", get(user_url_rest))
+        .route("/hub/user-redirect/{*rest}", get(user_redirect))
+}
+
+/// A request for a user's server that reached the hub: the server is not running (the
+/// edge had no route for it). JupyterHub answers 424 — JSON for API-like requests, a
+/// page offering to start the server otherwise; a browser that is not logged in is sent
+/// to log in first.
+async fn user_url(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    not_running(&hub, &headers, name, String::new()).await
+}
+
+async fn user_url_rest(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path((name, rest)): axum::extract::Path<(String, String)>,
+) -> Response {
+    not_running(&hub, &headers, name, rest).await
+}
+
+fn login_redirect(next: &str) -> Response {
+    Redirect::to(&format!("/hub/login?next={}", url_quote(next))).into_response()
+}
+
+async fn not_running(hub: &Hub, headers: &HeaderMap, name: String, rest: String) -> Response {
+    let path = format!("/user/{}/{rest}", crate::render::quote(&name));
+    if session_user(hub, headers).await.is_none() {
+        return login_redirect(&format!("/hub{path}"));
+    }
+    // `/user/alice/gpu/…` is the named server `gpu` when alice has one.
+    let first = rest.split('/').next().unwrap_or_default().to_owned();
+    let (server, phase) = hub
+        .raft
+        .read_local(|state| {
+            let user = state.users.get(&name)?;
+            let server = if !first.is_empty() && user.servers.contains_key(&first) {
+                first.clone()
+            } else {
+                String::new()
+            };
+            let phase = user.servers.get(&server).map(|s| s.phase);
+            Some((server, phase))
+        })
+        .unwrap_or_default();
+    let spawn_path = if server.is_empty() {
+        format!("/hub/spawn/{}", crate::render::quote(&name))
+    } else {
+        format!(
+            "/hub/spawn/{}/{}",
+            crate::render::quote(&name),
+            crate::render::quote(&server)
+        )
+    };
+    match phase {
+        // Started meanwhile: back to the server (the edge routes it now).
+        Some(ServerPhase::Running) => return Redirect::to(&path).into_response(),
+        Some(ServerPhase::PendingSpawn) => {
+            return Redirect::to(&spawn_path.replacen("/hub/spawn/", "/hub/spawn-pending/", 1)).into_response();
+        }
+        _ => {}
+    }
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = if is_https(headers) { "https" } else { "http" };
+    let spawn_url = format!("{scheme}://{host}{spawn_path}");
+    let api_like = rest.split('/').any(|segment| segment == "api")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"));
+    if api_like {
+        let message = format!("JupyterHub server no longer running at {path}. Restart the server at {spawn_url}");
+        return crate::error::ApiError::new(StatusCode::FAILED_DEPENDENCY, message).into_response();
+    }
+    let body = format!(
+        "<h1>Server not running</h1><p>Your server at <code>{path}</code> is not running. \
+         Would you like to start it?</p><p><a class=\"btn\" id=\"start\" href=\"{spawn}?next={next}\">Launch server</a></p>",
+        path = escape(&path),
+        spawn = escape(&spawn_path),
+        next = escape(&url_quote(&path)),
+    );
+    page(StatusCode::FAILED_DEPENDENCY, "Server not running", &body)
+}
+
+/// `/hub/user-redirect/<path>` → `/user/<me>/<path>` (JupyterLab's share links).
+async fn user_redirect(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+) -> Response {
+    match session_user(&hub, &headers).await {
+        Some(session) => Redirect::to(&format!("/user/{}/{rest}", crate::render::quote(&session.user))).into_response(),
+        None => login_redirect(&format!("/hub/user-redirect/{rest}")),
+    }
 }
 
 /// `&`, `<`, `>`, `"`, `'` escaped for HTML text and attribute values.
@@ -170,7 +269,7 @@ struct LoginForm {
 }
 
 /// What a log line may show of a user-supplied name: bounded and printable.
-pub fn loggable(name: &str) -> String {
+pub(crate) fn loggable(name: &str) -> String {
     let shown: String = name
         .chars()
         .take(64)

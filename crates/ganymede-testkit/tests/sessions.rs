@@ -190,6 +190,49 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
                 .contains("Signed in as <strong>alice</strong>")
         );
     }
+    // --- a stopped server's URL reaching the hub: 424, JSON for API calls, a page otherwise
+    let stopped = browser()
+        .get(format!("{}/hub/user/alice/api/status", base(2)))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .expect("stopped api");
+    assert_eq!(stopped.status(), 424);
+    let body: serde_json::Value = stopped.json().await.expect("json");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("JupyterHub server no longer running at /user/alice/api/status")
+            && message.contains("/hub/spawn/alice"),
+        "{body}"
+    );
+    let stopped = browser()
+        .get(format!("{}/hub/user/alice/lab", base(3)))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .expect("stopped page");
+    assert_eq!(stopped.status(), 424);
+    assert!(
+        stopped
+            .text()
+            .await
+            .expect("html")
+            .contains("href=\"/hub/spawn/alice?next=")
+    );
+    let anonymous = browser()
+        .get(format!("{}/hub/user/alice/lab", base(1)))
+        .send()
+        .await
+        .expect("anonymous");
+    assert_eq!(anonymous.headers()["location"], "/hub/login?next=/hub/user/alice/lab");
+    let shared = browser()
+        .get(format!("{}/hub/user-redirect/tree/notes.ipynb", base(1)))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .expect("user-redirect");
+    assert_eq!(shared.headers()["location"], "/user/alice/tree/notes.ipynb");
+
     // --- cookie-authenticated API calls: XSRF as JupyterHub checks it
     let api = |node: u64, path: &str| format!("{}/hub/api{path}", base(node));
     let me = browser()
@@ -249,6 +292,34 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
         .await
         .expect("delete");
     assert_eq!(no_xsrf.status(), 403);
+
+    // --- a token for a password, no other credentials (as JupyterHub's `auth` body)
+    let tokens = api(1, "/users/alice/tokens");
+    let minted = browser()
+        .post(&tokens)
+        .json(&serde_json::json!({"auth": {"username": "alice", "password": "open-sesame"}, "note": "cli"}))
+        .send()
+        .await
+        .expect("token by password");
+    assert_eq!(minted.status(), 201);
+    let minted: serde_json::Value = minted.json().await.expect("json");
+    assert_eq!(minted["user"], "alice");
+    for auth in [
+        serde_json::json!({"username": "alice", "password": "nope"}),
+        serde_json::json!({"username": "mallory", "password": "open-sesame"}),
+    ] {
+        let refused = browser()
+            .post(&tokens)
+            .json(&serde_json::json!({ "auth": auth }))
+            .send()
+            .await
+            .expect("refused");
+        assert!(
+            matches!(refused.status().as_u16(), 403 | 404),
+            "{auth}: {}",
+            refused.status()
+        );
+    }
 
     // --- admin_users are made admin at login
     let (response, root_jar) = log_in(&base(2), "root", "open-sesame", "%2Fhub%2Fhome").await;

@@ -69,15 +69,52 @@ struct CreateTokenBody {
     expires_in: Option<Value>,
     scopes: Option<Vec<String>>,
     roles: Option<Vec<String>>,
+    /// `{"username", "password"}` checked by the authenticator, instead of a token.
+    auth: Option<LoginBody>,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Whoever the request authenticates as: its token or cookie, or else the `auth` body
+/// (JupyterHub lets a user get a token with their password).
+async fn requester(hub: &Hub, caller: Result<Caller, ApiError>, auth: Option<&LoginBody>) -> Result<Caller, ApiError> {
+    let (Err(no_credentials), Some(auth)) = (&caller, auth) else {
+        return caller;
+    };
+    let name = hub.auth.authenticate(&auth.username, &auth.password).await.map_err(|refused| {
+        tracing::warn!(user = %crate::pages::loggable(&auth.username), reason = ?refused, "failed login (token request)");
+        no_credentials.clone()
+    })?;
+    let owner = TokenOwner::User(name.clone());
+    let roles = &hub.settings.roles;
+    let found = hub
+        .raft
+        .read(|state| {
+            state.users.get(&name).map(|user| Caller {
+                scopes: roles.owner_scopes(state, &owner),
+                owner: owner.clone(),
+                token_id: None,
+                session_id: None,
+                owner_is_admin: user.admin,
+            })
+        })
+        .await?;
+    found.ok_or_else(ApiError::invalid_credentials)
 }
 
 async fn create_token(
     State(hub): State<Hub>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     Path(name): Path<String>,
     OptionalApiJson(body): OptionalApiJson<CreateTokenBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
+    let caller = requester(&hub, caller, body.auth.as_ref()).await?;
     let now = now_millis();
     let expires_in = match body.expires_in {
         None | Some(Value::Null) => None,
