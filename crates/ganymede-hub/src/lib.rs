@@ -115,6 +115,12 @@ impl Hub {
         }
     }
 
+    /// Where `user`'s server `server` is in its life, as this replica has applied it.
+    pub fn server_phase(&self, user: &str, server: &str) -> Option<ganymede_model::ServerPhase> {
+        self.raft
+            .read_local(|state| state.users.get(user)?.servers.get(server).map(|s| s.phase))
+    }
+
     /// The key cookies are signed with; `None` until the cluster secret is committed.
     pub async fn cookie_key(&self) -> Option<session::CookieKey> {
         if let Some(key) = self.cookie_key.get() {

@@ -29,6 +29,230 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/user/{name}/", get(user_url))
         .route("/hub/user/{name}/{*rest}", get(user_url_rest))
         .route("/hub/user-redirect/{*rest}", get(user_redirect))
+        .route("/hub/spawn", get(spawn_own))
+        .route("/hub/spawn/{name}", get(spawn_default))
+        .route("/hub/spawn/{name}/{server}", get(spawn_named))
+        .route("/hub/spawn-pending/{name}", get(pending_default))
+        .route("/hub/spawn-pending/{name}/{server}", get(pending_named))
+}
+
+/// Whether the logged-in browser may act on `name`'s server `server` with `scope`.
+fn may(hub: &Hub, session_user: &str, scope: &str, name: &str, server: &str) -> bool {
+    let roles = &hub.settings.roles;
+    hub.raft.read_local(|state| {
+        let owner = ganymede_model::TokenOwner::User(session_user.to_owned());
+        roles.owner_scopes(state, &owner).allows(
+            scope,
+            ganymede_model::rbac::Resource::Server { user: name, server },
+            state,
+        )
+    })
+}
+
+async fn spawn_own(State(hub): State<Hub>, headers: HeaderMap, Query(query): Query<NextQuery>) -> Response {
+    match session_user(&hub, &headers).await {
+        Some(session) => spawn(hub, headers, session.user, String::new(), query.next).await,
+        None => login_redirect("/hub/spawn"),
+    }
+}
+
+async fn spawn_default(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(query): Query<NextQuery>,
+) -> Response {
+    spawn(hub, headers, name, String::new(), query.next).await
+}
+
+async fn spawn_named(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path((name, server)): axum::extract::Path<(String, String)>,
+    Query(query): Query<NextQuery>,
+) -> Response {
+    spawn(hub, headers, name, server, query.next).await
+}
+
+/// `/hub/<page>/<name>[/<server>]`, names quoted.
+fn server_page(page: &str, name: &str, server: &str) -> String {
+    let mut path = format!("/hub/{page}/{}", crate::render::quote(name));
+    if !server.is_empty() {
+        path.push('/');
+        path.push_str(&crate::render::quote(server));
+    }
+    path
+}
+
+fn spawn_path(name: &str, server: &str) -> String {
+    server_page("spawn", name, server)
+}
+
+fn pending_path(name: &str, server: &str) -> String {
+    server_page("spawn-pending", name, server)
+}
+
+/// The browser's session, if it may use `scope` on the server; otherwise the answer: a
+/// login that comes back to this page (`here`), or 403.
+async fn server_session(
+    hub: &Hub,
+    headers: &HeaderMap,
+    scope: &str,
+    name: &str,
+    server: &str,
+    here: fn(&str, &str) -> String,
+) -> Result<crate::auth::BrowserSession, Response> {
+    let Some(session) = session_user(hub, headers).await else {
+        return Err(login_redirect(&here(name, server)));
+    };
+    if !may(hub, &session.user, scope, name, server) {
+        return Err(page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "<p>You may not use this server.</p>",
+        ));
+    }
+    Ok(session)
+}
+
+/// `GET /hub/spawn/…`: starts the server (no options form yet) and shows its progress;
+/// a running server is simply visited.
+async fn spawn(hub: Hub, headers: HeaderMap, name: String, server: String, next: Option<String>) -> Response {
+    if let Err(response) = server_session(&hub, &headers, "start:servers", &name, &server, spawn_path).await {
+        return response;
+    }
+    let phase = hub.raft.read_local(|state| {
+        state
+            .users
+            .get(&name)
+            .map(|user| user.servers.get(&server).map(|s| s.phase))
+    });
+    let target = next
+        .filter(|next| is_local_path(next))
+        .unwrap_or_else(|| server_url(&name, &server));
+    match phase {
+        None => return page(StatusCode::NOT_FOUND, "Not found", "<p>No such user.</p>"),
+        Some(Some(ServerPhase::Running)) => return Redirect::to(&target).into_response(),
+        Some(Some(ServerPhase::PendingSpawn)) => return Redirect::to(&pending_path(&name, &server)).into_response(),
+        Some(Some(ServerPhase::PendingStop)) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Server stopping",
+                "<p>Your server is stopping. Try again in a moment.</p>",
+            );
+        }
+        Some(_) => {}
+    }
+    if !server.is_empty() && !hub.settings.allow_named_servers {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Not allowed",
+            "<p>Named servers are not enabled.</p>",
+        );
+    }
+    let command = Command::RequestSpawn {
+        user: name.clone(),
+        server: server.clone(),
+        user_options: serde_json::json!({}),
+        limits: hub.settings.spawn_limits.clone(),
+        at: now_millis(),
+    };
+    match hub.raft.propose(command).await {
+        Ok(Applied::Rejected(Rejection::ServerActive { .. })) | Ok(Applied::Events(_)) | Ok(Applied::Nothing) => {
+            Redirect::to(&pending_path(&name, &server)).into_response()
+        }
+        Ok(Applied::Rejected(rejection)) => {
+            let error = crate::error::ApiError::from(rejection);
+            let message = error.message.unwrap_or_default();
+            page(
+                error.status,
+                "Cannot start",
+                &format!("<p class=\"error\">{}</p>", escape(&message)),
+            )
+        }
+        Err(err) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cannot start",
+            &format!("<p class=\"error\">{}</p>", escape(&err.to_string())),
+        ),
+    }
+}
+
+async fn pending_default(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    pending(hub, headers, name, String::new()).await
+}
+
+async fn pending_named(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    axum::extract::Path((name, server)): axum::extract::Path<(String, String)>,
+) -> Response {
+    pending(hub, headers, name, server).await
+}
+
+/// The progress bar, fed by the progress event stream (cookie-authenticated, with the
+/// session's XSRF token in the URL as JupyterHub's page does); on ready it moves on to
+/// the server.
+async fn pending(hub: Hub, headers: HeaderMap, name: String, server: String) -> Response {
+    let session = match server_session(&hub, &headers, "read:servers", &name, &server, pending_path).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let phase = hub.server_phase(&name, &server);
+    match phase {
+        Some(ServerPhase::Running) => return Redirect::to(&server_url(&name, &server)).into_response(),
+        Some(ServerPhase::PendingSpawn) => {}
+        _ => {
+            return Redirect::to(&spawn_path(&name, &server)).into_response();
+        }
+    }
+    let Some(key) = hub.cookie_key().await else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "<p>The hub is starting.</p>",
+        );
+    };
+    let progress = if server.is_empty() {
+        format!("/hub/api/users/{}/server/progress", crate::render::quote(&name))
+    } else {
+        format!(
+            "/hub/api/users/{}/servers/{}/progress",
+            crate::render::quote(&name),
+            crate::render::quote(&server)
+        )
+    };
+    let progress_url = format!("{progress}?_xsrf={}", key.xsrf_token(&session.session_id));
+    let body = format!(
+        "<h1>Your server is starting up.</h1>\
+         <p>You will be redirected automatically when it's ready for you.</p>\
+         <progress id=\"progress-bar\" max=\"100\" value=\"0\" data-progress-url=\"{url}\"></progress>\
+         <p id=\"progress-message\">Server requested</p><ul id=\"progress-log\"></ul>\
+         <script>\
+         (function () {{\
+           var bar = document.getElementById('progress-bar');\
+           var message = document.getElementById('progress-message');\
+           var log = document.getElementById('progress-log');\
+           var source = new EventSource(bar.dataset.progressUrl);\
+           source.onmessage = function (e) {{\
+             var event = JSON.parse(e.data);\
+             if (event.progress !== undefined) {{ bar.value = event.progress; }}\
+             if (event.message) {{\
+               message.textContent = event.message;\
+               var item = document.createElement('li'); item.textContent = event.message; log.appendChild(item);\
+             }}\
+             if (event.ready) {{ source.close(); window.location.href = event.url; }}\
+             if (event.failed) {{ source.close(); message.className = 'error'; }}\
+           }};\
+         }})();\
+         </script>",
+        url = escape(&progress_url),
+    );
+    page(StatusCode::OK, "Starting", &body)
 }
 
 /// A request for a user's server that reached the hub: the server is not running (the
@@ -75,20 +299,12 @@ async fn not_running(hub: &Hub, headers: &HeaderMap, name: String, rest: String)
             Some((server, phase))
         })
         .unwrap_or_default();
-    let spawn_path = if server.is_empty() {
-        format!("/hub/spawn/{}", crate::render::quote(&name))
-    } else {
-        format!(
-            "/hub/spawn/{}/{}",
-            crate::render::quote(&name),
-            crate::render::quote(&server)
-        )
-    };
+    let spawn_path = spawn_path(&name, &server);
     match phase {
         // Started meanwhile: back to the server (the edge routes it now).
         Some(ServerPhase::Running) => return Redirect::to(&path).into_response(),
         Some(ServerPhase::PendingSpawn) => {
-            return Redirect::to(&spawn_path.replacen("/hub/spawn/", "/hub/spawn-pending/", 1)).into_response();
+            return Redirect::to(&pending_path(&name, &server)).into_response();
         }
         _ => {}
     }
@@ -483,6 +699,7 @@ async fn home(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     });
     let body = format!(
         "<h1>Home</h1><p id=\"signed-in\">Signed in as <strong>{user}</strong>.</p>\
+         <p><a href=\"/hub/spawn\" id=\"start\">Start My Server</a></p>\
          <h2>Servers</h2><ul id=\"servers\">{servers}</ul>\
          <p><a href=\"/hub/logout\" id=\"logout\">Sign out</a></p>",
         user = escape(&session.user),

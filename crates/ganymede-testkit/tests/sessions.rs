@@ -32,6 +32,16 @@ fn set_cookies(headers: &HeaderMap) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// A GET from a browser holding `jar`'s cookies.
+async fn get_with(url: &str, jar: &Jar) -> reqwest::Response {
+    browser()
+        .get(url)
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"))
+}
+
 /// A browser's cookie jar, kept by hand so that tests see exactly what is sent.
 struct Jar(Vec<(String, String)>);
 
@@ -176,12 +186,7 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
 
     // --- the cookie works on replicas 2 and 3
     for node in [2, 3] {
-        let home = browser()
-            .get(format!("{}/hub/home", base(node)))
-            .header("cookie", jar.header())
-            .send()
-            .await
-            .expect("home");
+        let home = get_with(&format!("{}/hub/home", base(node)), &jar).await;
         assert_eq!(home.status(), 200, "replica {node}");
         assert!(
             home.text()
@@ -191,12 +196,7 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
         );
     }
     // --- a stopped server's URL reaching the hub: 424, JSON for API calls, a page otherwise
-    let stopped = browser()
-        .get(format!("{}/hub/user/alice/api/status", base(2)))
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .expect("stopped api");
+    let stopped = get_with(&format!("{}/hub/user/alice/api/status", base(2)), &jar).await;
     assert_eq!(stopped.status(), 424);
     let body: serde_json::Value = stopped.json().await.expect("json");
     let message = body["message"].as_str().unwrap_or_default();
@@ -205,12 +205,7 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
             && message.contains("/hub/spawn/alice"),
         "{body}"
     );
-    let stopped = browser()
-        .get(format!("{}/hub/user/alice/lab", base(3)))
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .expect("stopped page");
+    let stopped = get_with(&format!("{}/hub/user/alice/lab", base(3)), &jar).await;
     assert_eq!(stopped.status(), 424);
     assert!(
         stopped
@@ -225,22 +220,12 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
         .await
         .expect("anonymous");
     assert_eq!(anonymous.headers()["location"], "/hub/login?next=/hub/user/alice/lab");
-    let shared = browser()
-        .get(format!("{}/hub/user-redirect/tree/notes.ipynb", base(1)))
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .expect("user-redirect");
+    let shared = get_with(&format!("{}/hub/user-redirect/tree/notes.ipynb", base(1)), &jar).await;
     assert_eq!(shared.headers()["location"], "/user/alice/tree/notes.ipynb");
 
     // --- cookie-authenticated API calls: XSRF as JupyterHub checks it
     let api = |node: u64, path: &str| format!("{}/hub/api{path}", base(node));
-    let me = browser()
-        .get(api(2, "/user"))
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .expect("whoami");
+    let me = get_with(&api(2, "/user"), &jar).await;
     assert_eq!(me.status(), 200, "a plain GET (no Sec-Fetch-Mode) needs no XSRF");
     let me: serde_json::Value = me.json().await.expect("json");
     assert_eq!(me["name"], "alice");
@@ -275,6 +260,38 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
         .await
         .expect("start");
     assert_eq!(start.status(), 202, "alice may start her server from the browser");
+    // --- the spawn pages: a pending server shows a progress bar fed by the event stream
+    let spawn = get_with(&format!("{}/hub/spawn", base(1)), &jar).await;
+    assert_eq!(spawn.headers()["location"], "/hub/spawn-pending/alice");
+    let pending = get_with(&format!("{}/hub/spawn-pending/alice", base(3)), &jar).await;
+    assert_eq!(pending.status(), 200);
+    let html = pending.text().await.expect("html");
+    let progress_url = html
+        .split("data-progress-url=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a progress URL on the page")
+        .replace("&amp;", "&");
+    assert!(
+        progress_url.starts_with("/hub/api/users/alice/server/progress?_xsrf="),
+        "{progress_url}"
+    );
+    let mut stream = browser()
+        .get(format!("{}{progress_url}", base(2)))
+        .header("cookie", jar.header())
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .expect("event stream");
+    assert_eq!(stream.status(), 200, "EventSource with the page's XSRF token");
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("an event in time")
+        .expect("chunk")
+        .expect("data");
+    assert!(String::from_utf8_lossy(&first).contains("Server requested"));
+    drop(stream);
+
     let forged = browser()
         .post(api(2, "/users/alice/server"))
         .header("cookie", jar.header())
@@ -324,24 +341,27 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
     // --- admin_users are made admin at login
     let (response, root_jar) = log_in(&base(2), "root", "open-sesame", "%2Fhub%2Fhome").await;
     assert_eq!(response.status(), 303);
-    let root: serde_json::Value = browser()
-        .get(api(1, "/users/root"))
-        .header("cookie", root_jar.header())
-        .send()
+    let root: serde_json::Value = get_with(&api(1, "/users/root"), &root_jar)
         .await
-        .expect("root")
         .json()
         .await
         .expect("json");
     assert_eq!(root["admin"], true, "{root}");
+    let spawn = get_with(&format!("{}/hub/spawn/alice", base(3)), &root_jar).await;
+    assert_eq!(
+        spawn.headers()["location"],
+        "/hub/spawn-pending/alice",
+        "already pending: shown"
+    );
+    let spawn = get_with(&format!("{}/hub/spawn", base(3)), &root_jar).await;
+    assert_eq!(
+        spawn.headers()["location"],
+        "/hub/spawn-pending/root",
+        "a new spawn requested"
+    );
 
     // --- log out on replica 3: cookies cleared, the session refused on every replica
-    let out = browser()
-        .get(format!("{}/hub/logout", base(3)))
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .expect("logout");
+    let out = get_with(&format!("{}/hub/logout", base(3)), &jar).await;
     assert_eq!(out.headers()["location"], "/hub/login");
     let cleared: Vec<String> = set_cookies(out.headers())
         .into_iter()
@@ -363,20 +383,10 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
             },
         )
         .await;
-        let me = browser()
-            .get(api(node, "/user"))
-            .header("cookie", jar.header())
-            .send()
-            .await
-            .expect("whoami");
+        let me = get_with(&api(node, "/user"), &jar).await;
         assert_eq!(me.status(), 403, "replica {node}");
     }
     // root's own session is untouched.
-    let home = browser()
-        .get(format!("{}/hub/home", base(1)))
-        .header("cookie", root_jar.header())
-        .send()
-        .await
-        .expect("home");
+    let home = get_with(&format!("{}/hub/home", base(1)), &root_jar).await;
     assert_eq!(home.status(), 200);
 }

@@ -370,13 +370,7 @@ async fn stop(hub: Hub, caller: Caller, name: String, server: String, remove: bo
     }
     let deadline = tokio::time::Instant::now() + hub.settings.slow_stop_timeout;
     loop {
-        let phase = hub.raft.read_local(|state| {
-            state
-                .users
-                .get(&name)
-                .and_then(|u| u.servers.get(&server))
-                .map(|s| s.phase)
-        });
+        let phase = hub.server_phase(&name, &server);
         if matches!(phase, None | Some(ServerPhase::Stopped)) {
             return Ok(empty(StatusCode::NO_CONTENT));
         }
