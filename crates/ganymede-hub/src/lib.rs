@@ -15,6 +15,7 @@ mod provision;
 mod proxy_api;
 mod render;
 pub mod session;
+mod token_page;
 pub mod tokens;
 
 use std::sync::Arc;

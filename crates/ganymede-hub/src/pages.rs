@@ -25,6 +25,7 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/login", get(login_page).post(login))
         .route("/hub/logout", get(logout))
         .route("/hub/home", get(home))
+        .merge(crate::token_page::routes())
         .route("/hub/user/{name}", get(user_url))
         .route("/hub/user/{name}/", get(user_url))
         .route("/hub/user/{name}/{*rest}", get(user_url_rest))
@@ -701,7 +702,7 @@ async fn home(State(hub): State<Hub>, headers: HeaderMap) -> Response {
         "<h1>Home</h1><p id=\"signed-in\">Signed in as <strong>{user}</strong>.</p>\
          <p><a href=\"/hub/spawn\" id=\"start\">Start My Server</a></p>\
          <h2>Servers</h2><ul id=\"servers\">{servers}</ul>\
-         <p><a href=\"/hub/logout\" id=\"logout\">Sign out</a></p>",
+         <p><a href=\"/hub/token\" id=\"tokens\">API tokens</a> · <a href=\"/hub/logout\" id=\"logout\">Sign out</a></p>",
         user = escape(&session.user),
         servers = servers.unwrap_or_default(),
     );

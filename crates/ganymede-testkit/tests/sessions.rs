@@ -338,6 +338,69 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
         );
     }
 
+    // --- the token page: create (shown once), list, revoke, all with the session's _xsrf
+    let page = get_with(&format!("{}/hub/token", base(1)), &jar).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains(&format!("name=\"_xsrf\" value=\"{xsrf}\"")),
+        "the page's forms carry the session's _xsrf"
+    );
+    let post_form = |url: String, fields: Vec<(&'static str, String)>| {
+        let cookies = jar.header();
+        async move {
+            browser()
+                .post(url)
+                .header("cookie", cookies)
+                .form(&fields)
+                .send()
+                .await
+                .expect("form post")
+        }
+    };
+    let forged = post_form(
+        format!("{}/hub/token", base(2)),
+        vec![("_xsrf", "nope".into()), ("note", "evil".into())],
+    )
+    .await;
+    assert_eq!(forged.status(), 403);
+    let created = post_form(
+        format!("{}/hub/token", base(2)),
+        vec![
+            ("_xsrf", xsrf.clone()),
+            ("note", "laptop <script>".into()),
+            ("expires_in", "3600".into()),
+        ],
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    let html = created.text().await.expect("html");
+    assert!(html.contains("laptop &lt;script&gt;"), "notes are escaped");
+    let secret = html
+        .split("<pre id=\"token-value\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the new token, once")
+        .to_owned();
+    let with_token = cluster.hub(3).api.with_token(Some(&secret));
+    let (status, me) = with_token.get("/hub/api/user").await.expect("whoami");
+    assert_eq!((status, me["name"].as_str()), (200, Some("alice")));
+    let id = me["token_id"].as_str().expect("token id").to_owned();
+    let revoked = post_form(
+        format!("{}/hub/token/{id}/revoke", base(1)),
+        vec![("_xsrf", xsrf.clone())],
+    )
+    .await;
+    assert_eq!(revoked.headers()["location"], "/hub/token");
+    let (status, _) = cluster
+        .hub(1)
+        .api
+        .with_token(Some(&secret))
+        .get("/hub/api/user")
+        .await
+        .expect("whoami");
+    assert_eq!(status, 403, "revoked from the page");
+
     // --- admin_users are made admin at login
     let (response, root_jar) = log_in(&base(2), "root", "open-sesame", "%2Fhub%2Fhome").await;
     assert_eq!(response.status(), 303);
