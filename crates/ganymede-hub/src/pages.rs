@@ -26,6 +26,10 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/logout", get(logout))
         .route("/hub/home", get(home))
         .merge(crate::token_page::routes())
+        .route("/", get(|| async { Redirect::to("/hub/") }))
+        .route("/user/{*rest}", get(user_to_hub))
+        .route("/hub/error/{code}", get(error_page))
+        .route("/hub/security/csp-report", axum::routing::post(csp_report))
         .route("/hub/user/{name}", get(user_url))
         .route("/hub/user/{name}/", get(user_url))
         .route("/hub/user/{name}/{*rest}", get(user_url_rest))
@@ -35,6 +39,58 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/spawn/{name}/{server}", get(spawn_named))
         .route("/hub/spawn-pending/{name}", get(pending_default))
         .route("/hub/spawn-pending/{name}/{server}", get(pending_named))
+}
+
+/// `/user/<name>/…` reached the hub, not the server: the edge had no route for it (the
+/// server is not running). As JupyterHub, send it to `/hub/user/<name>/…`, which says so.
+async fn user_to_hub(uri: axum::http::Uri) -> Redirect {
+    let query = uri.query().map_or_else(String::new, |q| format!("?{q}"));
+    Redirect::to(&format!("/hub{}{query}", uri.path()))
+}
+
+/// What an error page says for a status.
+fn error_text(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "The page you were looking for does not exist.",
+        424 | 502 | 503 => {
+            "The server you were looking for is not running or not reachable. It may be starting or stopping."
+        }
+        504 => "The server you were looking for took too long to answer.",
+        _ => "Something went wrong.",
+    }
+}
+
+fn error_response(status: StatusCode) -> Response {
+    let body = format!(
+        "<h1>{code} : {reason}</h1><p>{text}</p><p><a href=\"/hub/home\">Home</a></p>",
+        code = status.as_u16(),
+        reason = escape(status.canonical_reason().unwrap_or("Error")),
+        text = escape(error_text(status)),
+    );
+    page(status, &format!("{} error", status.as_u16()), &body)
+}
+
+/// `/hub/error/<code>`: where configurable-http-proxy sends the requests it cannot serve
+/// (`--error-target`); answered with that status.
+async fn error_page(axum::extract::Path(code): axum::extract::Path<String>) -> Response {
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .filter(|status| status.is_client_error() || status.is_server_error())
+        .unwrap_or(StatusCode::NOT_FOUND);
+    error_response(status)
+}
+
+/// Unknown paths outside the API get a page, not JSON.
+pub async fn not_found_page() -> Response {
+    error_response(StatusCode::NOT_FOUND)
+}
+
+/// Content-Security-Policy violation reports from browsers: noted, nothing kept.
+async fn csp_report(body: axum::body::Bytes) -> StatusCode {
+    tracing::debug!(bytes = body.len(), "CSP violation report");
+    StatusCode::NO_CONTENT
 }
 
 /// Whether the logged-in browser may act on `name`'s server `server` with `scope`.

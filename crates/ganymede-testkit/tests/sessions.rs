@@ -131,6 +131,36 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
         xsrf_cookie.2
     );
 
+    // --- error pages: HTML with the status (CHP's error target), also for unknown pages
+    for (path, status) in [
+        ("/hub/error/503", 503),
+        ("/hub/error/404", 404),
+        ("/hub/error/x", 404),
+        ("/hub/nothing-here", 404),
+    ] {
+        let response = browser()
+            .get(format!("{}{path}", base(2)))
+            .send()
+            .await
+            .expect("error page");
+        assert_eq!(response.status(), status, "{path}");
+        assert!(
+            response
+                .text()
+                .await
+                .expect("html")
+                .contains(&format!("<h1>{status} :")),
+            "{path}"
+        );
+    }
+    let report = browser()
+        .post(format!("{}/hub/security/csp-report", base(2)))
+        .body("{}")
+        .send()
+        .await
+        .expect("csp report");
+    assert_eq!(report.status(), 204);
+
     // --- a forged form (no or wrong _xsrf) is refused
     let forged = browser()
         .post(format!("{}/hub/login", base(1)))
@@ -214,6 +244,12 @@ async fn t10_login_on_one_replica_works_on_all_and_logout_ends_it_everywhere() {
             .expect("html")
             .contains("href=\"/hub/spawn/alice?next=")
     );
+    let fell_through = browser()
+        .get(format!("{}/user/alice/api/status?x=1", base(1)))
+        .send()
+        .await
+        .expect("no route");
+    assert_eq!(fell_through.headers()["location"], "/hub/user/alice/api/status?x=1");
     let anonymous = browser()
         .get(format!("{}/hub/user/alice/lab", base(1)))
         .send()

@@ -39,6 +39,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/hub/api/", get(version))
         .route("/hub/health", get(health).head(health))
         .merge(crate::pages::routes())
+        .fallback(crate::pages::not_found_page)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::map_response(version_header))
         .with_state(hub)
