@@ -22,7 +22,8 @@ fn now_millis() -> i64 {
 }
 
 fn iso_now() -> String {
-    let seconds = now_millis() / 1000;
+    let millis = now_millis();
+    let seconds = millis / 1000;
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -35,10 +36,11 @@ fn iso_now() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}000Z",
         rest / 3600,
         rest % 3600 / 60,
-        rest % 60
+        rest % 60,
+        millis % 1000
     )
 }
 
@@ -165,12 +167,13 @@ async fn t10_the_real_idle_culler_culls_idle_servers_and_users_never_active_ones
         }
     });
     // Users were created just now; the culler judges them by `created` once their
-    // servers are gone, so let them age past the timeout.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // servers are gone, so let them age past the timeout. The timeout leaves room for
+    // busy's reports: one every 0.5 s, committed within a second.
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     let mut child = tokio::process::Command::new(&culler)
         .args([
-            "--timeout=2",
+            "--timeout=4",
             "--cull-every=1",
             "--remove-named-servers=true",
             "--cull-users=true",
