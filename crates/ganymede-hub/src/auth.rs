@@ -46,6 +46,15 @@ impl Caller {
         }
     }
 
+    /// What this caller may see of `state`.
+    pub fn view<'a>(&'a self, state: &'a State, roles: &'a Roles) -> crate::render::View<'a> {
+        crate::render::View {
+            scopes: &self.scopes,
+            state,
+            roles,
+        }
+    }
+
     /// 403 unless `scope` is held without a filter (hub-wide actions).
     pub fn require_everywhere(&self, scope: &str) -> Result<(), ApiError> {
         if self.scopes.holds_everywhere(scope) {

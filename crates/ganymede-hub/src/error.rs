@@ -37,6 +37,10 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Missing or invalid credentials.")
     }
 
+    pub fn no_such_user(name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("No such user: {name}"))
+    }
+
     /// A scope held only for other resources, or a resource that does not exist: the
     /// two look alike on purpose.
     pub fn no_access() -> Self {

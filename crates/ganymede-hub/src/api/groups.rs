@@ -15,7 +15,7 @@ use super::{ApiJson, OptionalApiJson, Page, PageQuery, empty};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{View, now_millis};
+use crate::render::now_millis;
 
 pub fn routes() -> Router<Hub> {
     Router::new()
@@ -61,11 +61,7 @@ async fn list_groups(
                 .values()
                 .filter(|g| caller.scopes.allows("list:groups", Resource::Group(&g.name), state))
                 .collect();
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             let items: Vec<Value> = page.slice(&visible).into_iter().filter_map(|g| view.group(g)).collect();
             (items, visible.len())
         })
@@ -78,11 +74,7 @@ async fn render_groups(hub: &Hub, caller: &Caller, names: &[String]) -> Result<V
     Ok(hub
         .raft
         .read(|state| {
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             names
                 .iter()
                 .filter_map(|n| state.groups.get(n))
@@ -134,14 +126,11 @@ async fn get_group(State(hub): State<Hub>, caller: Caller, Path(name): Path<Stri
                 Resource::Group(&name),
             )?;
             let group = state.groups.get(&name).ok_or_else(|| no_such_group(&name))?;
-            View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            }
-            .group(group)
-            .map(Json)
-            .ok_or_else(ApiError::no_access)
+            caller
+                .view(state, roles)
+                .group(group)
+                .map(Json)
+                .ok_or_else(ApiError::no_access)
         })
         .await?
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::{OptionalApiJson, Page, PageQuery, empty};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{View, iso, now_millis};
+use crate::render::{iso, now_millis};
 use crate::tokens::hash_token;
 use crate::{Hub, JUPYTERHUB_VERSION};
 
@@ -93,11 +93,7 @@ async fn list_services(State(hub): State<Hub>, caller: Caller) -> Result<Json<Va
     let services = hub
         .raft
         .read(|state| {
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             state
                 .services
                 .values()
@@ -126,14 +122,11 @@ async fn get_service(
                 .services
                 .get(&name)
                 .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such service: {name}")))?;
-            View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            }
-            .service(service)
-            .map(Json)
-            .ok_or_else(ApiError::no_access)
+            caller
+                .view(state, roles)
+                .service(service)
+                .map(Json)
+                .ok_or_else(ApiError::no_access)
         })
         .await?
 }
@@ -210,11 +203,7 @@ async fn create_service(
     let model = hub
         .raft
         .read(|state| {
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             state.services.get(&name).and_then(|s| view.service(s))
         })
         .await?

@@ -48,10 +48,6 @@ pub fn routes() -> Router<Hub> {
 /// How often a handler waiting for a spawn or stop looks at the state again.
 const WAIT_STEP: Duration = Duration::from_millis(25);
 
-fn no_such_user(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}"))
-}
-
 /// Checks `scope` on the server and returns it as it is now (`None` if it does not exist
 /// yet; the user must).
 async fn authorized_server(
@@ -64,7 +60,7 @@ async fn authorized_server(
     hub.raft
         .read(|state| {
             caller.authorize(state, &[scope], Resource::Server { user, server })?;
-            let owner = state.users.get(user).ok_or_else(|| no_such_user(user))?;
+            let owner = state.users.get(user).ok_or_else(|| ApiError::no_such_user(user))?;
             Ok(owner.servers.get(server).cloned())
         })
         .await?

@@ -16,17 +16,13 @@ use super::{OptionalApiJson, empty};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{View, now_millis};
+use crate::render::now_millis;
 use crate::tokens::{hash_token, new_token};
 
 pub fn routes() -> Router<Hub> {
     Router::new()
         .route("/users/{name}/tokens", get(list_tokens).post(create_token))
         .route("/users/{name}/tokens/{id}", get(get_token).delete(revoke_token))
-}
-
-fn no_such_user(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}"))
 }
 
 fn no_such_token(id: &str) -> ApiError {
@@ -44,13 +40,9 @@ async fn list_tokens(
         .read(|state| {
             caller.authorize(state, &["read:tokens"], Resource::User(&name))?;
             if !state.users.contains_key(&name) {
-                return Err(no_such_user(&name));
+                return Err(ApiError::no_such_user(&name));
             }
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             let owner = TokenOwner::User(name.clone());
             let tokens: Vec<Value> = state
                 .tokens_of(&owner)
@@ -158,7 +150,7 @@ async fn create_token(
         .read(|state| {
             caller.authorize(state, &["tokens"], Resource::User(&name))?;
             if !state.users.contains_key(&name) {
-                return Err(no_such_user(&name));
+                return Err(ApiError::no_such_user(&name));
             }
             // What the token asks for must be within what the requester holds: a
             // token can never be a way to more power (`inherit` is the owner's all).
@@ -209,17 +201,7 @@ async fn create_token(
             .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token not issued"))?,
         Applied::Nothing => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token not issued")),
     };
-    let mut model = hub
-        .raft
-        .read(|state| {
-            View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            }
-            .token(&issued)
-        })
-        .await?;
+    let mut model = hub.raft.read(|state| caller.view(state, roles).token(&issued)).await?;
     model["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(model)).into_response())
 }
@@ -234,7 +216,7 @@ fn users_token<'a>(
 ) -> Result<&'a Token, ApiError> {
     caller.authorize(state, &[scope], Resource::User(name))?;
     if !state.users.contains_key(name) {
-        return Err(no_such_user(name));
+        return Err(ApiError::no_such_user(name));
     }
     Token::parse_public_id(public_id)
         .and_then(|id| state.tokens.get(&id))
@@ -251,14 +233,7 @@ async fn get_token(
     hub.raft
         .read(|state| {
             let token = users_token(state, &caller, "read:tokens", &name, &id)?;
-            Ok(Json(
-                View {
-                    scopes: &caller.scopes,
-                    state,
-                    roles,
-                }
-                .token(token),
-            ))
+            Ok(Json(caller.view(state, roles).token(token)))
         })
         .await?
 }

@@ -15,7 +15,7 @@ use super::{ApiJson, OptionalApiJson, Page, PageQuery, empty, flag};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{ServerFilter, View, now_millis, parse_iso};
+use crate::render::{ServerFilter, now_millis, parse_iso};
 
 pub fn routes() -> Router<Hub> {
     Router::new()
@@ -43,11 +43,7 @@ async fn whoami(State(hub): State<Hub>, caller: Caller) -> Result<Json<Value>, A
     let model = hub
         .raft
         .read(|state| {
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             match &caller.owner {
                 TokenOwner::User(name) => state.users.get(name).map(|user| {
                     // Whoever holds a token may identify its owner.
@@ -187,11 +183,7 @@ async fn list_users(
             if descending {
                 matching.reverse();
             }
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             let items: Vec<Value> = page
                 .slice(&matching)
                 .into_iter()
@@ -217,6 +209,20 @@ fn normalized(raw: &str) -> Result<String, ApiError> {
         return Err(ApiError::bad_request(format!("Invalid username: {raw}")));
     }
     Ok(name)
+}
+
+/// Checks `scope` on user `name` and says whether that user is an admin.
+async fn authorized_target_is_admin(hub: &Hub, caller: &Caller, scope: &str, name: &str) -> Result<bool, ApiError> {
+    hub.raft
+        .read(|state| {
+            caller.authorize(state, &[scope], Resource::User(name))?;
+            state
+                .users
+                .get(name)
+                .map(|user| user.admin)
+                .ok_or_else(|| ApiError::no_such_user(name))
+        })
+        .await?
 }
 
 /// Only an admin may make or touch admins: `admin:users` alone must not be a way to
@@ -249,11 +255,7 @@ async fn created_users(hub: &Hub, caller: &Caller, applied: Applied) -> Result<V
     Ok(hub
         .raft
         .read(|state| {
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let view = caller.view(state, roles);
             names
                 .iter()
                 .filter_map(|name| state.users.get(name))
@@ -312,15 +314,8 @@ async fn get_user(
     hub.raft
         .read(|state| {
             caller.authorize(state, READ_USER, Resource::User(&name))?;
-            let user = state
-                .users
-                .get(&name)
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))?;
-            let view = View {
-                scopes: &caller.scopes,
-                state,
-                roles,
-            };
+            let user = state.users.get(&name).ok_or_else(|| ApiError::no_such_user(&name))?;
+            let view = caller.view(state, roles);
             view.user(user, servers).map(Json).ok_or_else(ApiError::no_access)
         })
         .await?
@@ -375,17 +370,7 @@ async fn update_user(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let target_is_admin = hub
-        .raft
-        .read(|state| {
-            caller.authorize(state, &["admin:users"], Resource::User(&name))?;
-            state
-                .users
-                .get(&name)
-                .map(|user| user.admin)
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
-        })
-        .await??;
+    let target_is_admin = authorized_target_is_admin(&hub, &caller, "admin:users", &name).await?;
     if target_is_admin || body.admin == Some(true) {
         require_admin_owner(&caller)?;
     }
@@ -406,11 +391,7 @@ async fn update_user(
             let roles = &hub.settings.roles;
             hub.raft
                 .read(|state| {
-                    let view = View {
-                        scopes: &caller.scopes,
-                        state,
-                        roles,
-                    };
+                    let view = caller.view(state, roles);
                     state
                         .users
                         .get(&target)
@@ -418,23 +399,13 @@ async fn update_user(
                 })
                 .await?
                 .map(Json)
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {target}")))
+                .ok_or_else(|| ApiError::no_such_user(&target))
         }
     }
 }
 
 async fn delete_user(State(hub): State<Hub>, caller: Caller, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let target_is_admin = hub
-        .raft
-        .read(|state| {
-            caller.authorize(state, &["delete:users"], Resource::User(&name))?;
-            state
-                .users
-                .get(&name)
-                .map(|user| user.admin)
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
-        })
-        .await??;
+    let target_is_admin = authorized_target_is_admin(&hub, &caller, "delete:users", &name).await?;
     if target_is_admin {
         require_admin_owner(&caller)?;
     }
@@ -485,7 +456,7 @@ async fn record_activity(
                 .users
                 .get(&name)
                 .map(|user| user.servers.keys().cloned().collect::<Vec<_>>())
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such user: {name}")))
+                .ok_or_else(|| ApiError::no_such_user(&name))
         })
         .await??;
     let Some(Value::Object(body)) = body else {
