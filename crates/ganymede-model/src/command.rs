@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::oauth::{OAuthClient, OAuthCode};
 use crate::state::{Secret, Timestamp, TokenOwner};
 
 /// A request to change the replicated state.
@@ -77,6 +78,11 @@ pub enum Command {
         /// cluster-wide.
         #[serde(default)]
         limits: SpawnLimits,
+        /// Hash of the server's new API token (`$JUPYTERHUB_API_TOKEN`), which the
+        /// spawning replica keeps in memory; with it the server gets its token and its
+        /// OAuth client, both dropped when it stops.
+        #[serde(default)]
+        api_token_hash: Option<String>,
         at: Timestamp,
     },
     /// Create a named server without starting it (`PUT …/servers/{s}`).
@@ -179,6 +185,77 @@ pub enum Command {
         tokens: Vec<TokenUse>,
         at: Timestamp,
     },
+    /// Create or replace an OAuth client (a service's; servers get theirs at spawn).
+    #[serde(rename = "register_oauth_client")]
+    RegisterOAuthClient {
+        client: OAuthClient,
+        at: Timestamp,
+    },
+    /// Delete an OAuth client with its codes and every token it issued.
+    #[serde(rename = "delete_oauth_client")]
+    DeleteOAuthClient {
+        id: String,
+        at: Timestamp,
+    },
+    /// A user authorized a client: remember the code (by its hash) for five minutes.
+    /// Expired codes are dropped at the same time.
+    #[serde(rename = "issue_oauth_code")]
+    IssueOAuthCode {
+        hash: String,
+        code: OAuthCode,
+        at: Timestamp,
+    },
+    /// Trade a code for an access token, once: the client must authenticate and repeat
+    /// the redirect URI, and present the PKCE challenge's verifier if there was one.
+    #[serde(rename = "redeem_oauth_code")]
+    RedeemOAuthCode {
+        hash: String,
+        client_id: String,
+        client_secret_hash: String,
+        redirect_uri: String,
+        /// `BASE64URL(SHA256(code_verifier))`, computed by the proposer.
+        pkce_challenge: Option<String>,
+        token_hash: String,
+        token_expires_at: Option<Timestamp>,
+        at: Timestamp,
+    },
+    /// Native authenticator: a new account.
+    SignUp {
+        name: String,
+        password_hash: String,
+        authorized: bool,
+        at: Timestamp,
+    },
+    /// Native authenticator: a new password (also lifts a lockout).
+    SetPassword {
+        name: String,
+        password_hash: String,
+        at: Timestamp,
+    },
+    /// Native authenticator: an admin approves (or withdraws approval of) an account.
+    AuthorizeAccount {
+        name: String,
+        authorized: bool,
+        at: Timestamp,
+    },
+    /// Native authenticator: an admin discards a sign-up.
+    DeleteAccount {
+        name: String,
+        at: Timestamp,
+    },
+    /// Native authenticator: a wrong password. After `max_failures` in a row the account
+    /// is locked for `lock_millis`.
+    RecordLoginFailure {
+        name: String,
+        max_failures: u32,
+        lock_millis: Timestamp,
+        at: Timestamp,
+    },
+    /// Native authenticator: a successful login clears earlier failures.
+    ClearLoginFailures {
+        name: String,
+        at: Timestamp,
+    },
 }
 
 /// Cluster-wide throttles on starting servers; `None` is unlimited.
@@ -259,7 +336,17 @@ impl Command {
             | Command::DeleteGroup { at, .. }
             | Command::ChangeGroupMembers { at, .. }
             | Command::SetGroupProperties { at, .. }
-            | Command::RecordApiActivity { at, .. } => *at,
+            | Command::RecordApiActivity { at, .. }
+            | Command::RegisterOAuthClient { at, .. }
+            | Command::DeleteOAuthClient { at, .. }
+            | Command::IssueOAuthCode { at, .. }
+            | Command::RedeemOAuthCode { at, .. }
+            | Command::SignUp { at, .. }
+            | Command::SetPassword { at, .. }
+            | Command::AuthorizeAccount { at, .. }
+            | Command::DeleteAccount { at, .. }
+            | Command::RecordLoginFailure { at, .. }
+            | Command::ClearLoginFailures { at, .. } => *at,
         }
     }
 
@@ -291,6 +378,16 @@ impl Command {
             Command::ChangeGroupMembers { .. } => "change_group_members",
             Command::SetGroupProperties { .. } => "set_group_properties",
             Command::RecordApiActivity { .. } => "record_api_activity",
+            Command::RegisterOAuthClient { .. } => "register_oauth_client",
+            Command::DeleteOAuthClient { .. } => "delete_oauth_client",
+            Command::IssueOAuthCode { .. } => "issue_oauth_code",
+            Command::RedeemOAuthCode { .. } => "redeem_oauth_code",
+            Command::SignUp { .. } => "sign_up",
+            Command::SetPassword { .. } => "set_password",
+            Command::AuthorizeAccount { .. } => "authorize_account",
+            Command::DeleteAccount { .. } => "delete_account",
+            Command::RecordLoginFailure { .. } => "record_login_failure",
+            Command::ClearLoginFailures { .. } => "clear_login_failures",
         }
     }
 }
@@ -319,6 +416,14 @@ impl std::fmt::Display for Command {
             | Command::ChangeGroupMembers { name, .. }
             | Command::SetGroupProperties { name, .. } => write!(f, "{}({name})", self.kind()),
             Command::CreateGroups { names, .. } => write!(f, "create_groups({})", names.join(",")),
+            Command::RegisterOAuthClient { client, .. } => write!(f, "register_oauth_client({})", client.id),
+            Command::DeleteOAuthClient { id, .. } => write!(f, "delete_oauth_client({id})"),
+            Command::SignUp { name, .. }
+            | Command::SetPassword { name, .. }
+            | Command::AuthorizeAccount { name, .. }
+            | Command::DeleteAccount { name, .. }
+            | Command::RecordLoginFailure { name, .. }
+            | Command::ClearLoginFailures { name, .. } => write!(f, "{}({name})", self.kind()),
             _ => f.write_str(self.kind()),
         }
     }

@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::command::{Command, SpawnLimits, TokenRequest, TokenUse, UserActivity};
 use crate::event::{Event, Sequenced};
 use crate::names;
+use crate::oauth::{self as oauth_model, OAuthClient, OAuthClientOwner};
 use crate::state::{
     ClusterInfo, Group, Route, Server, ServerPhase, Service, Session, State, Timestamp, Token, TokenOwner, User,
     route_key_for,
@@ -74,6 +75,16 @@ pub enum Rejection {
     GroupExists { name: String },
     #[error("no such group: {name}")]
     GroupNotFound { name: String },
+    #[error("invalid OAuth client or client secret")]
+    InvalidOAuthClient,
+    #[error("no such OAuth client: {id}")]
+    OAuthClientNotFound { id: String },
+    #[error("invalid grant: {reason}")]
+    InvalidGrant { reason: String },
+    #[error("no such account: {name}")]
+    AccountNotFound { name: String },
+    #[error("account {name} already exists")]
+    AccountExists { name: String },
 }
 
 /// Decides what a command means in `state`: the events it produces, in order, or why it
@@ -167,7 +178,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             }
             let mut events = Vec::new();
             for server in user.active_servers() {
-                events.extend(stop_events(name, server, None, *at));
+                events.extend(stop_events(state, name, server, None, *at));
             }
             let owner = TokenOwner::User(name.clone());
             events.extend(
@@ -185,6 +196,12 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                         at: *at,
                     }),
             );
+            if state.accounts.contains_key(name) {
+                events.push(Event::AccountDeleted {
+                    name: name.clone(),
+                    at: *at,
+                });
+            }
             events.push(Event::UserDeleted {
                 name: name.clone(),
                 at: *at,
@@ -245,14 +262,24 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             });
             Ok(events)
         }
-        Command::EndSession { hash, at } => Ok(if state.sessions.contains_key(hash) {
-            vec![Event::SessionEnded {
+        Command::EndSession { hash, at } => {
+            let Some(session) = state.sessions.get(hash) else {
+                return Ok(vec![]);
+            };
+            // The session's OAuth tokens die with it, so that another tab cannot keep
+            // using a server after logout (CVE-2021-41247).
+            let mut events: Vec<Event> = state
+                .tokens
+                .values()
+                .filter(|token| token.session_id.as_ref() == Some(&session.session_id))
+                .map(|token| Event::TokenRevoked { id: token.id, at: *at })
+                .collect();
+            events.push(Event::SessionEnded {
                 hash: hash.clone(),
                 at: *at,
-            }]
-        } else {
-            vec![]
-        }),
+            });
+            Ok(events)
+        }
         Command::DeleteService { name, at } => {
             if !state.services.contains_key(name) {
                 return Err(Rejection::ServiceNotFound { name: name.clone() });
@@ -262,6 +289,9 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 .tokens_of(&owner)
                 .map(|token| Event::TokenRevoked { id: token.id, at: *at })
                 .collect();
+            for client in oauth::service_clients(state, name) {
+                events.extend(oauth::delete_client_events(state, client, *at));
+            }
             events.push(Event::ServiceDeleted {
                 name: name.clone(),
                 at: *at,
@@ -298,20 +328,33 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 created: *at,
                 expires_at: *expires_at,
                 last_activity: None,
+                session_id: None,
+                oauth_client: None,
             };
             Ok(vec![Event::TokenIssued { token }])
         }
         Command::RevokeToken { id, at } => {
-            if !state.tokens.contains_key(id) {
-                return Err(Rejection::TokenNotFound { id: *id });
-            }
-            Ok(vec![Event::TokenRevoked { id: *id, at: *at }])
+            let token = state.tokens.get(id).ok_or(Rejection::TokenNotFound { id: *id })?;
+            // Revoking an OAuth token revokes every token its owner got from the same
+            // client, as JupyterHub does.
+            let Some(client) = &token.oauth_client else {
+                return Ok(vec![Event::TokenRevoked { id: *id, at: *at }]);
+            };
+            Ok(state
+                .tokens_of(&token.owner)
+                .filter(|sibling| sibling.oauth_client.as_ref() == Some(client))
+                .map(|sibling| Event::TokenRevoked {
+                    id: sibling.id,
+                    at: *at,
+                })
+                .collect())
         }
         Command::RequestSpawn {
             user,
             server,
             user_options,
             limits,
+            api_token_hash,
             at,
         } => {
             let owner = existing_user(state, user)?;
@@ -329,13 +372,17 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 None => check_named_server_limit(owner, server, limits)?,
             }
             check_spawn_limits(state, limits)?;
-            Ok(vec![Event::ServerSpawnRequested {
+            let mut events = vec![Event::ServerSpawnRequested {
                 user: user.clone(),
                 server: server.clone(),
                 spawn_id: state.last_spawn_id + 1,
                 user_options: user_options.clone(),
                 at: *at,
-            }])
+            }];
+            if let Some(hash) = api_token_hash {
+                events.extend(server_credentials(state, user, server, hash, *at)?);
+            }
+            Ok(events)
         }
         Command::MarkServerReady {
             user,
@@ -381,7 +428,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             at,
         } => {
             let current = active_attempt(state, user, server, *spawn_id)?;
-            Ok(stop_events(user, current, Some(reason.clone()), *at))
+            Ok(stop_events(state, user, current, Some(reason.clone()), *at))
         }
         Command::RequestStop {
             user,
@@ -441,7 +488,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             at,
         } => {
             let current = active_attempt(state, user, server, *spawn_id)?;
-            Ok(stop_events(user, current, None, *at))
+            Ok(stop_events(state, user, current, None, *at))
         }
         Command::AddRoute { path, target, data, at } => {
             if !names::is_valid_route_path(path) || names::normalize_route_path(path) != *path {
@@ -610,6 +657,16 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             }])
         }
         Command::RecordApiActivity { users, tokens, at } => Ok(record_api_activity(state, users, tokens, *at)),
+        Command::RegisterOAuthClient { .. }
+        | Command::DeleteOAuthClient { .. }
+        | Command::IssueOAuthCode { .. }
+        | Command::RedeemOAuthCode { .. } => oauth::decide(state, command),
+        Command::SignUp { .. }
+        | Command::SetPassword { .. }
+        | Command::AuthorizeAccount { .. }
+        | Command::DeleteAccount { .. }
+        | Command::RecordLoginFailure { .. }
+        | Command::ClearLoginFailures { .. } => accounts::decide(state, command),
     }
 }
 
@@ -744,8 +801,61 @@ fn record_activity(state: &State, uses: &[crate::command::RouteUse], at: Timesta
     }]
 }
 
-/// The events that take a server from wherever it is to stopped, dropping its route.
-fn stop_events(user: &str, server: &Server, reason: Option<String>, at: i64) -> Vec<Event> {
+/// A server's API token and OAuth client, issued with its spawn. A client left by an
+/// earlier attempt is replaced, with whatever it issued.
+fn server_credentials(
+    state: &State,
+    user: &str,
+    server: &str,
+    token_hash: &str,
+    at: Timestamp,
+) -> Result<Vec<Event>, Rejection> {
+    if state.token_ids_by_hash.contains_key(token_hash) {
+        return Err(Rejection::TokenExists);
+    }
+    let client_id = oauth_model::server_client_id(user, server);
+    let mut events = Vec::new();
+    if state.oauth_clients.contains_key(&client_id) {
+        events.extend(oauth::delete_client_events(state, &client_id, at));
+    }
+    let token = Token {
+        id: state.last_token_id + 1,
+        hash: token_hash.to_owned(),
+        owner: TokenOwner::User(user.to_owned()),
+        scopes: oauth_model::server_token_scopes(user, server),
+        note: oauth_model::server_description(user, server),
+        created: at,
+        expires_at: None,
+        last_activity: None,
+        session_id: None,
+        oauth_client: None,
+    };
+    events.push(Event::ServerTokenAssigned {
+        user: user.to_owned(),
+        server: server.to_owned(),
+        token_id: token.id,
+    });
+    events.push(Event::TokenIssued { token });
+    events.push(Event::OAuthClientRegistered {
+        client: OAuthClient {
+            id: client_id,
+            description: oauth_model::server_description(user, server),
+            secret_hash: token_hash.to_owned(),
+            redirect_uri: oauth_model::server_callback_path(user, server),
+            allowed_scopes: Vec::new(),
+            owner: OAuthClientOwner::Server {
+                user: user.to_owned(),
+                server: server.to_owned(),
+            },
+            created: at,
+        },
+    });
+    Ok(events)
+}
+
+/// The events that take a server from wherever it is to stopped, dropping its route,
+/// its API token and its OAuth client (with the tokens that client issued).
+fn stop_events(state: &State, user: &str, server: &Server, reason: Option<String>, at: i64) -> Vec<Event> {
     let mut events = Vec::new();
     let spawn_id = server.spawn_id.unwrap_or_default();
     if server.phase == ServerPhase::Running {
@@ -753,6 +863,17 @@ fn stop_events(user: &str, server: &Server, reason: Option<String>, at: i64) -> 
             path: route_key_for(user, &server.name),
             at,
         });
+    }
+    if let Some(id) = server.api_token_id.filter(|id| state.tokens.contains_key(id)) {
+        events.push(Event::TokenRevoked { id, at });
+    }
+    let client_id = oauth_model::server_client_id(user, &server.name);
+    if state.oauth_clients.contains_key(&client_id) {
+        events.extend(
+            oauth::delete_client_events(state, &client_id, at)
+                .into_iter()
+                .filter(|event| !matches!(event, Event::TokenRevoked { id, .. } if Some(*id) == server.api_token_id)),
+        );
     }
     events.push(Event::ServerStopped {
         user: user.to_owned(),
@@ -861,6 +982,10 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
             for session in state.sessions.values_mut().filter(|session| session.user == *from) {
                 session.user = to.clone();
             }
+            if let Some(mut account) = state.accounts.remove(from) {
+                account.name = to.clone();
+                state.accounts.insert(to.clone(), account);
+            }
             let old_owner = TokenOwner::User(from.clone());
             for token in state.tokens.values_mut().filter(|token| token.owner == old_owner) {
                 token.owner = TokenOwner::User(to.clone());
@@ -928,6 +1053,7 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
             if let Some(entry) = server_mut(state, user, server) {
                 entry.phase = ServerPhase::Stopped;
                 entry.url = None;
+                entry.api_token_id = None;
                 entry.started = None;
                 entry.last_activity = Some(*at);
             }
@@ -960,6 +1086,25 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
 
 fn evolve_more(state: &mut State, event: &Event) {
     match event {
+        Event::ServerTokenAssigned {
+            user,
+            server,
+            token_id,
+        } => {
+            if let Some(entry) = server_mut(state, user, server) {
+                entry.api_token_id = Some(*token_id);
+            }
+        }
+        Event::OAuthClientRegistered { .. }
+        | Event::OAuthClientDeleted { .. }
+        | Event::OAuthCodeIssued { .. }
+        | Event::OAuthCodeRemoved { .. } => oauth::evolve(state, event),
+        Event::AccountCreated { .. }
+        | Event::PasswordChanged { .. }
+        | Event::AccountAuthorized { .. }
+        | Event::AccountDeleted { .. }
+        | Event::LoginFailed { .. }
+        | Event::LoginFailuresCleared { .. } => accounts::evolve(state, event),
         Event::ServerCreated {
             user,
             server,
@@ -1085,5 +1230,9 @@ pub fn apply(state: &mut State, command: &Command) -> Result<Vec<Sequenced>, Rej
     Ok(sequenced_events)
 }
 
+mod accounts;
+mod oauth;
+#[cfg(test)]
+mod oauth_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Account;
 use crate::command::{TokenUse, UserActivity};
+use crate::oauth::{OAuthClient, OAuthCode};
 use crate::state::{Route, Secret, Service, Session, State, Timestamp, Token, TokenOwner};
 
 /// One fact about the state.
@@ -148,6 +150,60 @@ pub enum Event {
         users: Vec<UserActivity>,
         tokens: Vec<TokenUse>,
     },
+    /// A server's API token, issued with its spawn (the token itself is `TokenIssued`).
+    ServerTokenAssigned {
+        user: String,
+        server: String,
+        token_id: u64,
+    },
+    #[serde(rename = "oauth_client_registered")]
+    OAuthClientRegistered {
+        client: OAuthClient,
+    },
+    #[serde(rename = "oauth_client_deleted")]
+    OAuthClientDeleted {
+        id: String,
+        at: Timestamp,
+    },
+    #[serde(rename = "oauth_code_issued")]
+    OAuthCodeIssued {
+        hash: String,
+        code: OAuthCode,
+    },
+    /// Redeemed or expired.
+    #[serde(rename = "oauth_code_removed")]
+    OAuthCodeRemoved {
+        hash: String,
+        at: Timestamp,
+    },
+    AccountCreated {
+        account: Account,
+    },
+    PasswordChanged {
+        name: String,
+        password_hash: String,
+        at: Timestamp,
+    },
+    AccountAuthorized {
+        name: String,
+        authorized: bool,
+        at: Timestamp,
+    },
+    AccountDeleted {
+        name: String,
+        at: Timestamp,
+    },
+    /// A failed login; `locked_until` is set when it locked the account.
+    LoginFailed {
+        name: String,
+        failed_logins: u32,
+        locked_until: Option<Timestamp>,
+        at: Timestamp,
+    },
+    LoginFailuresCleared {
+        name: String,
+        at: Timestamp,
+    },
 }
 
 /// Activity on one user's server.
@@ -179,6 +235,9 @@ pub enum Key {
     Route(String),
     Group(String),
     Session(String),
+    OAuthClient(String),
+    OAuthCode(String),
+    Account(String),
     /// Group rows that name a user who was renamed or deleted; groups are few, so the
     /// store rewrites them all.
     Groups,
@@ -202,7 +261,13 @@ impl Event {
             Event::UserRenamed { from, to, .. } => {
                 // A rename moves the user's tokens to the new owner name.
                 let owner = TokenOwner::User(to.clone());
-                let mut keys = vec![Key::User(from.clone()), Key::User(to.clone()), Key::Groups];
+                let mut keys = vec![
+                    Key::User(from.clone()),
+                    Key::User(to.clone()),
+                    Key::Groups,
+                    Key::Account(from.clone()),
+                    Key::Account(to.clone()),
+                ];
                 keys.extend(state_after.tokens_of(&owner).map(|token| Key::Token(token.id)));
                 keys.extend(
                     state_after
@@ -237,6 +302,18 @@ impl Event {
                 keys.extend(tokens.iter().map(|token_use| Key::Token(token_use.id)));
                 keys
             }
+            Event::ServerTokenAssigned { user, .. } => vec![Key::User(user.clone())],
+            Event::OAuthClientRegistered { client } => vec![Key::OAuthClient(client.id.clone())],
+            Event::OAuthClientDeleted { id, .. } => vec![Key::OAuthClient(id.clone())],
+            Event::OAuthCodeIssued { hash, .. } | Event::OAuthCodeRemoved { hash, .. } => {
+                vec![Key::OAuthCode(hash.clone())]
+            }
+            Event::AccountCreated { account } => vec![Key::Account(account.name.clone())],
+            Event::PasswordChanged { name, .. }
+            | Event::AccountAuthorized { name, .. }
+            | Event::AccountDeleted { name, .. }
+            | Event::LoginFailed { name, .. }
+            | Event::LoginFailuresCleared { name, .. } => vec![Key::Account(name.clone())],
             Event::ActivityRecorded { routes, servers } => {
                 let mut keys: Vec<Key> = routes.iter().map(|(path, _)| Key::Route(path.clone())).collect();
                 keys.extend(servers.iter().map(|activity| Key::User(activity.user.clone())));

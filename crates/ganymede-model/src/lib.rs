@@ -8,10 +8,12 @@
 //! by the proposing replica and carried inside the [`Command`], so that every replica
 //! that applies the same log reaches the same [`State`] byte for byte.
 
+pub mod accounts;
 mod command;
 mod decide;
 mod event;
 pub mod names;
+pub mod oauth;
 pub mod rbac;
 mod state;
 

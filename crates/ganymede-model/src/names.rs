@@ -135,3 +135,18 @@ mod tests {
         }
     }
 }
+
+/// Percent-encodes everything but `[A-Za-z0-9_.~@-]`, as Python's `urllib.parse.quote`
+/// with `safe="@~"` does for the names JupyterHub puts in URLs, cookie names and
+/// OAuth client ids.
+pub fn url_quote(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"_.-~@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

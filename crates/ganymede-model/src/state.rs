@@ -58,6 +58,10 @@ pub struct Server {
     pub user_options: serde_json::Value,
     pub started: Option<Timestamp>,
     pub last_activity: Option<Timestamp>,
+    /// The server's own API token (`$JUPYTERHUB_API_TOKEN`) while it is active; it is
+    /// revoked, with the server's OAuth client, when the server stops.
+    #[serde(default)]
+    pub api_token_id: Option<u64>,
     /// Set by a stop that asked for the named server to be deleted once stopped.
     #[serde(default)]
     pub remove_on_stop: bool,
@@ -74,6 +78,7 @@ impl Server {
             user_options: serde_json::Value::Object(Default::default()),
             started: None,
             last_activity: None,
+            api_token_id: None,
             remove_on_stop: false,
         }
     }
@@ -112,6 +117,13 @@ pub struct Token {
     pub created: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub last_activity: Option<Timestamp>,
+    /// For tokens issued through OAuth in a browser session: that session's public id,
+    /// so that logging out revokes them (CVE-2021-41247).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The OAuth client that issued this token; deleting the client revokes it.
+    #[serde(default)]
+    pub oauth_client: Option<String>,
 }
 
 impl Token {
@@ -222,6 +234,15 @@ pub struct State {
     /// Login sessions by the hash of their secret.
     #[serde(default)]
     pub sessions: BTreeMap<String, Session>,
+    /// OAuth clients by client id.
+    #[serde(default)]
+    pub oauth_clients: BTreeMap<String, crate::oauth::OAuthClient>,
+    /// Unredeemed OAuth authorization codes by the hash of the code.
+    #[serde(default)]
+    pub oauth_codes: BTreeMap<String, crate::oauth::OAuthCode>,
+    /// The native authenticator's accounts by user name.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, crate::accounts::Account>,
     /// The sequence number of the last event; events are numbered 1, 2, 3, … on every replica.
     pub event_seq: u64,
     /// The sequence number of the last route event, contiguous across route events only.

@@ -11,6 +11,12 @@ pub const TOKENS: &str = "tokens";
 pub const ROUTES: &str = "routes";
 /// Login sessions, keyed by the hash of their secret.
 pub const SESSIONS: &str = "sessions";
+/// OAuth clients by client id.
+pub const OAUTH_CLIENTS: &str = "oauth_clients";
+/// Unredeemed OAuth codes, keyed by the hash of the code.
+pub const OAUTH_CODES: &str = "oauth_codes";
+/// The native authenticator's accounts by user name.
+pub const ACCOUNTS: &str = "accounts";
 /// The event log, keyed by big-endian event sequence number.
 pub const EVENTS: &str = "events";
 /// Route events only: big-endian `route_seq` → big-endian event `seq`.
@@ -19,7 +25,7 @@ pub const ROUTE_INDEX: &str = "route_index";
 /// current snapshot.
 pub const META: &str = "meta";
 
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 14] = [
     RAFT_LOG,
     RAFT_META,
     USERS,
@@ -28,12 +34,27 @@ pub const ALL: [&str; 11] = [
     TOKENS,
     ROUTES,
     SESSIONS,
+    OAUTH_CLIENTS,
+    OAUTH_CODES,
+    ACCOUNTS,
     EVENTS,
     ROUTE_INDEX,
     META,
 ];
 /// The tables that hold the state machine's rows; replaced wholesale by a snapshot.
-pub const STATE_TABLES: [&str; 8] = [USERS, GROUPS, SERVICES, TOKENS, ROUTES, SESSIONS, EVENTS, ROUTE_INDEX];
+pub const STATE_TABLES: [&str; 11] = [
+    USERS,
+    GROUPS,
+    SERVICES,
+    TOKENS,
+    ROUTES,
+    SESSIONS,
+    OAUTH_CLIENTS,
+    OAUTH_CODES,
+    ACCOUNTS,
+    EVENTS,
+    ROUTE_INDEX,
+];
 
 pub const META_NODE_ID: &[u8] = b"node_id";
 pub const META_APPLIED: &[u8] = b"applied";

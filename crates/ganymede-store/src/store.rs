@@ -311,6 +311,18 @@ impl Store {
             let (hash, session): (String, ganymede_model::Session) = from_json(layout::SESSIONS, &value)?;
             state.sessions.insert(hash, session);
         }
+        for value in self.values(layout::OAUTH_CLIENTS)? {
+            let client: ganymede_model::oauth::OAuthClient = from_json(layout::OAUTH_CLIENTS, &value)?;
+            state.oauth_clients.insert(client.id.clone(), client);
+        }
+        for value in self.values(layout::OAUTH_CODES)? {
+            let (hash, code): (String, ganymede_model::oauth::OAuthCode) = from_json(layout::OAUTH_CODES, &value)?;
+            state.oauth_codes.insert(hash, code);
+        }
+        for value in self.values(layout::ACCOUNTS)? {
+            let account: ganymede_model::accounts::Account = from_json(layout::ACCOUNTS, &value)?;
+            state.accounts.insert(account.name.clone(), account);
+        }
         let meta = self.cf(layout::META);
         if let Some(bytes) = self.db.get_cf(meta, layout::META_COUNTERS)? {
             let counters: Counters = from_json(layout::META, &bytes)?;
@@ -410,6 +422,23 @@ impl Store {
                 state.sessions.get(hash).map(|session| (hash, session)).as_ref(),
             ),
             Key::Group(name) => put_or_delete(self, batch, layout::GROUPS, name.as_bytes(), state.groups.get(name)),
+            Key::OAuthClient(id) => put_or_delete(
+                self,
+                batch,
+                layout::OAUTH_CLIENTS,
+                id.as_bytes(),
+                state.oauth_clients.get(id),
+            ),
+            Key::OAuthCode(hash) => put_or_delete(
+                self,
+                batch,
+                layout::OAUTH_CODES,
+                hash.as_bytes(),
+                state.oauth_codes.get(hash).map(|code| (hash, code)).as_ref(),
+            ),
+            Key::Account(name) => {
+                put_or_delete(self, batch, layout::ACCOUNTS, name.as_bytes(), state.accounts.get(name))
+            }
             Key::Groups => {
                 for (name, group) in &state.groups {
                     put_or_delete(self, batch, layout::GROUPS, name.as_bytes(), Some(group))?;
@@ -441,12 +470,18 @@ impl Store {
         let tokens = state.tokens.keys().copied().map(Key::Token);
         let routes = state.routes.keys().cloned().map(Key::Route);
         let sessions = state.sessions.keys().cloned().map(Key::Session);
+        let clients = state.oauth_clients.keys().cloned().map(Key::OAuthClient);
+        let codes = state.oauth_codes.keys().cloned().map(Key::OAuthCode);
+        let accounts = state.accounts.keys().cloned().map(Key::Account);
         for key in users
             .into_iter()
             .chain(services)
             .chain(tokens)
             .chain(routes)
             .chain(sessions)
+            .chain(clients)
+            .chain(codes)
+            .chain(accounts)
             .chain([Key::Groups, Key::Cluster])
         {
             self.stage_row(&mut batch, state, &key)?;

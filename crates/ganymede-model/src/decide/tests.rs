@@ -23,6 +23,7 @@ fn spawn(user: &str, server: &str) -> Command {
         server: server.into(),
         user_options: serde_json::json!({}),
         limits: Default::default(),
+        api_token_hash: None,
         at: T0,
     }
 }
@@ -460,6 +461,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         (1u64..5, at.clone()).prop_map(|(id, at)| Command::RevokeToken { id, at }),
         (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| {
             Command::RequestSpawn {
+                api_token_hash: Some(format!("server-token-{user}-{server}-{at}")),
                 user,
                 server,
                 user_options: serde_json::json!({}),
@@ -946,6 +948,7 @@ fn spawn_limits_count_the_whole_cluster() {
             active_servers: active,
             named_servers_per_user: None,
         },
+        api_token_hash: None,
         at: T0,
     };
     let alice_pending = [create(&["alice", "bob"], false), spawn("alice", "")];

@@ -56,6 +56,8 @@ fn token(owner: TokenOwner, scopes: &[&str]) -> Token {
         created: 0,
         expires_at: None,
         last_activity: None,
+        session_id: None,
+        oauth_client: None,
     }
 }
 

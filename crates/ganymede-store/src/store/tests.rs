@@ -61,6 +61,38 @@ fn commands() -> Vec<Command> {
             server: "".into(),
             user_options: serde_json::json!({}),
             limits: Default::default(),
+            api_token_hash: Some("server-token-hash".into()),
+            at: T0,
+        },
+        Command::RegisterOAuthClient {
+            client: ganymede_model::oauth::OAuthClient {
+                id: "service-admin".into(),
+                description: "admin".into(),
+                secret_hash: "client-secret-hash".into(),
+                redirect_uri: "/services/admin/oauth_callback".into(),
+                allowed_scopes: vec![],
+                owner: ganymede_model::oauth::OAuthClientOwner::Service { name: "admin".into() },
+                created: T0,
+            },
+            at: T0,
+        },
+        Command::IssueOAuthCode {
+            hash: "code-hash".into(),
+            code: ganymede_model::oauth::OAuthCode {
+                client_id: "service-admin".into(),
+                user: "bob".into(),
+                session_id: None,
+                scopes: vec![],
+                redirect_uri: "/services/admin/oauth_callback".into(),
+                code_challenge: None,
+                expires_at: T0 + 1,
+            },
+            at: T0,
+        },
+        Command::SignUp {
+            name: "bob".into(),
+            password_hash: "$argon2id$x".into(),
+            authorized: true,
             at: T0,
         },
         Command::MarkServerReady {
@@ -175,6 +207,12 @@ fn applied_state_survives_reopen_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 1).expect("open");
     let state = apply_all(&store, &commands());
+    assert!(state.accounts.contains_key("robert"), "the account followed the rename");
+    assert!(state.oauth_clients.contains_key("service-admin") && state.oauth_codes.contains_key("code-hash"));
+    assert!(
+        !state.oauth_clients.contains_key("jupyterhub-user-alice"),
+        "deleting alice stopped her server and dropped its client"
+    );
     let membership_change = AppliedWrite {
         state: &state,
         events: &[],
