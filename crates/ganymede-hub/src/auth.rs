@@ -95,7 +95,7 @@ fn resolve(state: &State, roles: &Roles, hash: &str, now: i64) -> Option<(Caller
     let caller = Caller {
         owner: token.owner.clone(),
         token_id: Some(token.id),
-        session_id: None,
+        session_id: token.session_id.clone(),
         scopes: roles.token_scopes(state, token),
         owner_is_admin,
     };

@@ -10,11 +10,13 @@ mod auth;
 pub mod authenticator;
 mod edge_feed;
 mod error;
+mod oauth_provider;
 mod pages;
 mod provision;
 mod proxy_api;
 mod render;
 pub mod session;
+mod spawn_tokens;
 mod token_page;
 pub mod tokens;
 
@@ -33,6 +35,7 @@ pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use provision::provision;
 pub use proxy_api::proxy_router;
+pub use spawn_tokens::ServerTokens;
 
 /// The version this hub reports. Single-user servers parse it with PEP 440 and warn
 /// (or worse) when its major differs from theirs, so it is JupyterHub's 6.x with our
@@ -100,6 +103,8 @@ pub struct Hub {
     pub settings: Arc<HubSettings>,
     pub auth: Arc<AuthSettings>,
     pub activity: Arc<ActivityBatcher>,
+    /// Plaintext API tokens of the servers this replica asked to start.
+    pub server_tokens: Arc<ServerTokens>,
     /// Derived from the replicated cluster secret once it is known.
     cookie_key: Arc<std::sync::OnceLock<session::CookieKey>>,
 }
@@ -112,6 +117,7 @@ impl Hub {
             settings: Arc::new(settings),
             auth: Arc::new(auth),
             activity: Arc::new(ActivityBatcher::default()),
+            server_tokens: Arc::default(),
             cookie_key: Arc::default(),
         }
     }

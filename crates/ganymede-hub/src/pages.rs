@@ -207,14 +207,7 @@ async fn spawn(hub: Hub, headers: HeaderMap, name: String, server: String, next:
             "<p>Named servers are not enabled.</p>",
         );
     }
-    let command = Command::RequestSpawn {
-        user: name.clone(),
-        server: server.clone(),
-        user_options: serde_json::json!({}),
-        limits: hub.settings.spawn_limits.clone(),
-        at: now_millis(),
-    };
-    match hub.raft.propose(command).await {
+    match hub.request_spawn(&name, &server, serde_json::json!({})).await {
         Ok(Applied::Rejected(Rejection::ServerActive { .. })) | Ok(Applied::Events(_)) | Ok(Applied::Nothing) => {
             Redirect::to(&pending_path(&name, &server)).into_response()
         }
@@ -332,7 +325,7 @@ async fn user_url_rest(
     not_running(&hub, &headers, name, rest).await
 }
 
-fn login_redirect(next: &str) -> Response {
+pub(crate) fn login_redirect(next: &str) -> Response {
     Redirect::to(&format!("/hub/login?next={}", url_quote(next))).into_response()
 }
 
@@ -495,7 +488,7 @@ fn login_form(next: &str, xsrf: &str, error: Option<&str>) -> String {
 }
 
 /// Percent-encodes a query value.
-fn url_quote(text: &str) -> String {
+pub(crate) fn url_quote(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {

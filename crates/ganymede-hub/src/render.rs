@@ -49,15 +49,7 @@ pub fn server_url(user: &str, server: &str) -> String {
 
 /// `urllib.parse.quote(name, safe="@~")`.
 pub fn quote(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"_.-~@".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    ganymede_model::names::url_quote(name)
 }
 
 pub fn server(user: &str, server: &Server) -> Value {
@@ -242,8 +234,13 @@ impl View<'_> {
             "last_activity": iso_opt(token.last_activity),
             "expires_at": iso_opt(token.expires_at),
             "note": token.note,
-            "session_id": Value::Null,
-            "oauth_client": "JupyterHub",
+            "session_id": token.session_id,
+            "oauth_client": token.oauth_client.as_ref().map_or("JupyterHub", |id| {
+                self.state
+                    .oauth_clients
+                    .get(id)
+                    .map_or(id.as_str(), |client| client.description.as_str())
+            }),
         })
     }
 }

@@ -1086,11 +1086,7 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
 
 fn evolve_more(state: &mut State, event: &Event) {
     match event {
-        Event::ServerTokenAssigned {
-            user,
-            server,
-            token_id,
-        } => {
+        Event::ServerTokenAssigned { user, server, token_id } => {
             if let Some(entry) = server_mut(state, user, server) {
                 entry.api_token_id = Some(*token_id);
             }

@@ -72,6 +72,21 @@ pub fn is_valid_route_path(path: &str) -> bool {
             .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
 }
 
+/// Percent-encodes everything but `[A-Za-z0-9_.~@-]`, as Python's `urllib.parse.quote`
+/// with `safe="@~"` does for the names JupyterHub puts in URLs, cookie names and
+/// OAuth client ids.
+pub fn url_quote(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"_.-~@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,19 +149,4 @@ mod tests {
             assert!(!is_valid_route_path(bad), "{bad:?} should be invalid");
         }
     }
-}
-
-/// Percent-encodes everything but `[A-Za-z0-9_.~@-]`, as Python's `urllib.parse.quote`
-/// with `safe="@~"` does for the names JupyterHub puts in URLs, cookie names and
-/// OAuth client ids.
-pub fn url_quote(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"_.-~@".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }

@@ -16,8 +16,13 @@ pub const CODE_LIFETIME_MILLIS: Timestamp = 5 * 60 * 1000;
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OAuthClientOwner {
     /// A user's single-user server; registered at spawn, deleted when it stops.
-    Server { user: String, server: String },
-    Service { name: String },
+    Server {
+        user: String,
+        server: String,
+    },
+    Service {
+        name: String,
+    },
 }
 
 /// A registered OAuth client (JupyterHub's `OAuthClient` row).

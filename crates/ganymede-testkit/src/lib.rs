@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod browser;
 pub mod process;
 pub mod upstream;
 
@@ -75,6 +76,8 @@ impl Default for Timings {
 pub struct TestHub {
     pub node_id: u64,
     pub raft: RaftHandle,
+    /// The replica's hub, for what only the spawner sees (server API tokens).
+    pub hub: Hub,
     pub api: Api,
     /// configurable-http-proxy's routes API on this replica, with the proxy token.
     pub proxy_api: Api,
@@ -227,7 +230,10 @@ impl TestCluster {
         tasks.spawn(hub.clone().run_background(shutdown.clone()));
         for (listener, app) in [
             (api_listener, ganymede_hub::router(hub.clone())),
-            (proxy_listener, ganymede_hub::proxy_router(hub, PROXY_TOKEN.into())),
+            (
+                proxy_listener,
+                ganymede_hub::proxy_router(hub.clone(), PROXY_TOKEN.into()),
+            ),
         ] {
             let serve_shutdown = shutdown.clone();
             tasks.spawn(async move {
@@ -243,6 +249,7 @@ impl TestCluster {
             TestHub {
                 node_id,
                 raft,
+                hub,
                 api,
                 proxy_api,
                 shutdown,

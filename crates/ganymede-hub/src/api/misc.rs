@@ -5,7 +5,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ganymede_model::rbac::Resource;
+use ganymede_model::oauth::{OAuthClient, OAuthClientOwner};
+use ganymede_model::rbac::{Resource, Subject, resolve_for_token};
 use ganymede_model::{Command, TokenOwner, TokenRequest};
 use ganymede_raft::Applied;
 use serde::Deserialize;
@@ -131,14 +132,62 @@ async fn get_service(
         .await?
 }
 
-/// Services made through the API (JupyterHub's unmanaged services); OAuth client fields
-/// come with the OAuth provider.
+/// Services made through the API (JupyterHub's unmanaged services). With an
+/// `api_token` and a URL or OAuth fields, the service is also an OAuth client whose
+/// secret is that token, as in JupyterHub. `info`, `display` and `oauth_no_confirm` are
+/// accepted and not kept.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct CreateServiceBody {
     #[serde(default)]
     admin: bool,
     api_token: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    oauth_client_id: Option<String>,
+    #[serde(default)]
+    oauth_redirect_uri: Option<String>,
+    #[serde(default)]
+    oauth_client_allowed_scopes: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    info: Option<serde_json::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    display: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    oauth_no_confirm: Option<bool>,
+}
+
+impl CreateServiceBody {
+    /// The OAuth client this spec asks for, if any.
+    fn oauth_client(&self, name: &str, at: i64) -> Result<Option<OAuthClient>, ApiError> {
+        let wants_oauth = self.url.is_some() || self.oauth_client_id.is_some() || self.oauth_redirect_uri.is_some();
+        let Some(token) = self.api_token.as_deref().filter(|_| wants_oauth) else {
+            return Ok(None);
+        };
+        // Kept as written: bare filters (`!user`) bind to whoever authorizes, later.
+        resolve_for_token(&self.oauth_client_allowed_scopes, Subject::User("-"), Some("-/-"))
+            .map_err(|err| ApiError::bad_request(format!("oauth_client_allowed_scopes: {err}")))?;
+        let allowed_scopes = self.oauth_client_allowed_scopes.clone();
+        Ok(Some(OAuthClient {
+            id: self
+                .oauth_client_id
+                .clone()
+                .unwrap_or_else(|| format!("service-{name}")),
+            description: name.to_owned(),
+            secret_hash: hash_token(token),
+            redirect_uri: self
+                .oauth_redirect_uri
+                .clone()
+                .unwrap_or_else(|| format!("/services/{}/oauth_callback", crate::render::quote(name))),
+            allowed_scopes,
+            owner: OAuthClientOwner::Service { name: name.to_owned() },
+            created: at,
+        }))
+    }
 }
 
 /// Services that the configuration makes (the operator's `admin` service) cannot be
@@ -177,6 +226,7 @@ async fn create_service(
         return Err(ApiError::bad_request("api_token must be 8 to 64 characters"));
     }
     let at = now_millis();
+    let client = body.oauth_client(&name, at)?;
     let command = Command::EnsureService {
         name: name.clone(),
         admin: body.admin,
@@ -198,6 +248,11 @@ async fn create_service(
         if let Applied::Rejected(rejection) = hub.raft.propose(command).await? {
             return Err(rejection.into());
         }
+    }
+    if let Some(client) = client
+        && let Applied::Rejected(rejection) = hub.raft.propose(Command::RegisterOAuthClient { client, at }).await?
+    {
+        return Err(rejection.into());
     }
     let roles = &hub.settings.roles;
     let model = hub

@@ -31,6 +31,7 @@ pub fn router(hub: Hub) -> Router {
         .merge(groups::routes())
         .merge(misc::routes())
         .merge(cluster::routes())
+        .merge(crate::oauth_provider::routes())
         .fallback(not_found);
     // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
     // version endpoint; the nested "/" answers the first.

@@ -152,14 +152,7 @@ async fn start(
         Some(ServerPhase::Stopped) | None => {}
     }
     let user_options = user_options_of(body, current.as_ref())?;
-    let command = Command::RequestSpawn {
-        user: name.clone(),
-        server: server.clone(),
-        user_options,
-        limits: hub.settings.spawn_limits.clone(),
-        at: now_millis(),
-    };
-    let spawn_id = match hub.raft.propose(command).await? {
+    let spawn_id = match hub.request_spawn(&name, &server, user_options).await? {
         Applied::Rejected(Rejection::ServerActive { .. }) => return Ok(empty(StatusCode::ACCEPTED)),
         Applied::Rejected(rejection) => return Err(rejection.into()),
         Applied::Events(events) => events.iter().find_map(|e| match &e.event {

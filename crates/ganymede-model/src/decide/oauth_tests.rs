@@ -89,7 +89,10 @@ fn a_spawn_gets_an_api_token_and_an_oauth_client_that_the_stop_takes_away() {
     let token_id = server.api_token_id.expect("server token");
     let token = &state.tokens[&token_id];
     assert_eq!(token.note, "Server at /user/alice/");
-    assert_eq!(token.scopes, ["access:servers!server=alice/", "users:activity!user=alice"]);
+    assert_eq!(
+        token.scopes,
+        ["access:servers!server=alice/", "users:activity!user=alice"]
+    );
     let client = &state.oauth_clients["jupyterhub-user-alice"];
     assert_eq!(client.redirect_uri, "/user/alice/oauth_callback");
     assert_eq!(client.secret_hash, "srv");
@@ -111,7 +114,12 @@ fn a_spawn_gets_an_api_token_and_an_oauth_client_that_the_stop_takes_away() {
     );
     assert_eq!(
         events,
-        ["token_revoked", "token_revoked", "oauth_client_deleted", "server_stopped"],
+        [
+            "token_revoked",
+            "token_revoked",
+            "oauth_client_deleted",
+            "server_stopped"
+        ],
         "the server token, the client's OAuth token, the client"
     );
     assert!(state.tokens.is_empty());
@@ -137,17 +145,29 @@ fn a_code_is_redeemed_once_by_its_own_client_with_its_own_redirect_uri() {
     if let Command::RedeemOAuthCode { redirect_uri, .. } = &mut wrong_redirect {
         *redirect_uri = "/user/alice/evil".into();
     }
-    assert!(matches!(run(&mut state, wrong_redirect), Err(Rejection::InvalidGrant { .. })));
+    assert!(matches!(
+        run(&mut state, wrong_redirect),
+        Err(Rejection::InvalidGrant { .. })
+    ));
 
-    assert_eq!(ok(&mut state, redeem("c1", "t1", None, T0)), ["oauth_code_removed", "token_issued"]);
+    assert_eq!(
+        ok(&mut state, redeem("c1", "t1", None, T0)),
+        ["oauth_code_removed", "token_issued"]
+    );
     let token = state.token_by_hash("t1").expect("issued");
     assert_eq!(token.owner, TokenOwner::User("alice".into()));
     assert_eq!(token.session_id.as_deref(), Some("s1"));
     assert_eq!(token.oauth_client.as_deref(), Some("jupyterhub-user-alice"));
     assert_eq!(token.expires_at, Some(T0 + 1000));
 
-    assert!(matches!(run(&mut state, redeem("c1", "t2", None, T0)), Err(Rejection::InvalidGrant { .. })));
-    assert!(matches!(run(&mut state, redeem("nope", "t2", None, T0)), Err(Rejection::InvalidGrant { .. })));
+    assert!(matches!(
+        run(&mut state, redeem("c1", "t2", None, T0)),
+        Err(Rejection::InvalidGrant { .. })
+    ));
+    assert!(matches!(
+        run(&mut state, redeem("nope", "t2", None, T0)),
+        Err(Rejection::InvalidGrant { .. })
+    ));
 }
 
 #[test]
@@ -155,7 +175,10 @@ fn codes_expire_after_five_minutes_and_are_swept() {
     let mut state = alice_spawned();
     ok(&mut state, issue("old", code("s1", None, T0), T0));
     let late = T0 + CODE_LIFETIME_MILLIS;
-    assert!(matches!(run(&mut state, redeem("old", "t1", None, late)), Err(Rejection::InvalidGrant { .. })));
+    assert!(matches!(
+        run(&mut state, redeem("old", "t1", None, late)),
+        Err(Rejection::InvalidGrant { .. })
+    ));
     assert_eq!(
         ok(&mut state, issue("new", code("s1", None, late), late)),
         ["oauth_code_removed", "oauth_code_issued"]
@@ -167,7 +190,10 @@ fn codes_expire_after_five_minutes_and_are_swept() {
 fn pkce_verifier_must_match_the_challenge_when_one_was_sent() {
     let mut state = alice_spawned();
     ok(&mut state, issue("c1", code("s1", Some("challenge"), T0), T0));
-    assert!(matches!(run(&mut state, redeem("c1", "t1", None, T0)), Err(Rejection::InvalidGrant { .. })));
+    assert!(matches!(
+        run(&mut state, redeem("c1", "t1", None, T0)),
+        Err(Rejection::InvalidGrant { .. })
+    ));
     assert!(matches!(
         run(&mut state, redeem("c1", "t1", Some("other"), T0)),
         Err(Rejection::InvalidGrant { .. })
@@ -200,8 +226,14 @@ fn logout_revokes_the_session_oauth_tokens_only() {
     );
     assert_eq!(events, ["token_revoked", "session_ended"]);
     assert!(state.token_by_hash("tab1").is_none());
-    assert!(state.token_by_hash("tab2").is_some(), "another session's token survives");
-    assert!(state.token_by_hash("srv").is_some(), "the server token is not the session's");
+    assert!(
+        state.token_by_hash("tab2").is_some(),
+        "another session's token survives"
+    );
+    assert!(
+        state.token_by_hash("srv").is_some(),
+        "the server token is not the session's"
+    );
 }
 
 #[test]
@@ -315,7 +347,10 @@ fn repeated_failures_lock_an_account_for_a_while() {
     let account: &Account = &state.accounts["carol"];
     assert!(account.is_locked(T0 + 3));
     assert!(!account.is_locked(T0 + 2 + 600_000), "the lock lifts by itself");
-    assert!(ok(&mut state, fail("carol", T0 + 4)).is_empty(), "failures while locked are not counted");
+    assert!(
+        ok(&mut state, fail("carol", T0 + 4)).is_empty(),
+        "failures while locked are not counted"
+    );
     // A new password lifts the lock.
     ok(
         &mut state,
