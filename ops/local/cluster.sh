@@ -19,8 +19,10 @@
 #   GANYMEDE_LOCAL_DIR    where data, logs and pids live (default: <repo>/.local/cluster)
 #   GANYMEDE_ADMIN_TOKEN  the admin token (default: generated once, kept in
 #                         $GANYMEDE_LOCAL_DIR/admin-token)
-#   GANYMEDE_AUTHENTICATOR, GANYMEDE_DUMMY_PASSWORD  who may log in (default: dummy, any
-#                         name, any password); passed to the hubs as they are
+#   GANYMEDE_AUTHENTICATOR, GANYMEDE_DUMMY_PASSWORD  who may log in (default here: dummy,
+#                         any name, any password; the hubs' own default is native);
+#                         passed to the hubs, as is every GANYMEDE_AUTH_* key override
+#                         (e.g. GANYMEDE_AUTH_ADMIN_USERS='["admin"]')
 #   CONFIGPROXY_AUTH_TOKEN  the routes API token, also the edges' token for the hubs'
 #                         feed (default: generated once, kept in $GANYMEDE_LOCAL_DIR/proxy-token)
 #   CARGO_TARGET_DIR      where cargo builds (default: ~/.cache/ganymede/target)
@@ -29,6 +31,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DIR=${GANYMEDE_LOCAL_DIR:-$ROOT/.local/cluster}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
+export GANYMEDE_AUTHENTICATOR=${GANYMEDE_AUTHENTICATOR:-dummy}
 BIN=$CARGO_TARGET_DIR/debug/ganymede
 HUBS=(hub1 hub2 hub3)
 EDGES=(edge1 edge2)

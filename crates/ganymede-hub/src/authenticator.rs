@@ -1,17 +1,48 @@
 //! Who may log in. One enum, chosen by configuration (`auth.authenticator`, or
-//! `GANYMEDE_AUTHENTICATOR`): for now `dummy` — any user name, and the shared password
-//! if one is configured — as JupyterHub's `DummyAuthenticator`. Allowed and admin users
-//! apply to every authenticator.
+//! `GANYMEDE_AUTHENTICATOR`): `dummy` — any user name, and the shared password if one is
+//! configured — as JupyterHub's `DummyAuthenticator`; `native` — accounts with argon2
+//! password hashes in the replicated state, sign-up with admin approval and lockout, as
+//! jupyterhub-nativeauthenticator. Allowed and admin users apply to every authenticator.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use ganymede_model::{Secret, names};
+use ganymede_model::{Command, Secret, names};
+use ganymede_raft::RaftHandle;
+use tracing::warn;
+
+use crate::native;
 
 /// The configured authenticator.
 #[derive(Clone, Debug)]
 pub enum Authenticator {
     /// Any user name; the password must equal the shared one when it is set.
     Dummy { password: Option<Secret> },
+    /// Accounts that sign up at `/hub/signup` and log in with their password.
+    Native(NativeSettings),
+}
+
+/// jupyterhub-nativeauthenticator's settings of the same names.
+#[derive(Clone, Debug)]
+pub struct NativeSettings {
+    /// Sign-ups need no admin approval.
+    pub open_signup: bool,
+    pub minimum_password_length: usize,
+    /// Wrong passwords in a row before the account is locked; 0 never locks.
+    pub allowed_failed_logins: u32,
+    /// How long a lock lasts.
+    pub seconds_before_next_try: Duration,
+}
+
+impl Default for NativeSettings {
+    fn default() -> Self {
+        NativeSettings {
+            open_signup: false,
+            minimum_password_length: 8,
+            allowed_failed_logins: 5,
+            seconds_before_next_try: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Login settings: the authenticator and JupyterHub's `allowed_users`/`admin_users`.
@@ -39,6 +70,30 @@ impl Default for AuthSettings {
 pub enum LoginRefused {
     InvalidCredentials,
     NotAllowed,
+    /// Native: the account waits for an admin's approval.
+    NotAuthorized,
+    /// Native: too many failed logins; retry after this many seconds.
+    Locked {
+        retry_after_secs: i64,
+    },
+    /// The hub could not check (no quorum).
+    Unavailable,
+}
+
+impl LoginRefused {
+    /// What the login page says.
+    pub fn message(&self) -> String {
+        match self {
+            LoginRefused::InvalidCredentials => "Invalid username or password".into(),
+            LoginRefused::NotAllowed => "You are not allowed to use this hub".into(),
+            LoginRefused::NotAuthorized => "Your account has not been authorized by an admin yet.".into(),
+            LoginRefused::Locked { retry_after_secs } => format!(
+                "Too many failed login attempts. Try again in {} minute(s).",
+                (retry_after_secs + 59) / 60
+            ),
+            LoginRefused::Unavailable => "The hub cannot check your login right now. Try again.".into(),
+        }
+    }
 }
 
 fn same_secret(a: &str, b: &str) -> bool {
@@ -50,68 +105,137 @@ impl Authenticator {
     pub fn name(&self) -> &'static str {
         match self {
             Authenticator::Dummy { .. } => "dummy",
+            Authenticator::Native(_) => "native",
         }
     }
 }
 
 impl AuthSettings {
-    /// Checks a login form; on success the normalized user name.
-    pub async fn authenticate(&self, username: &str, password: &str) -> Result<String, LoginRefused> {
-        let name = names::normalize_user_name(username.trim());
-        if !names::is_valid_user_name(&name) {
-            return Err(LoginRefused::InvalidCredentials);
-        }
+    /// The native authenticator's settings, if it is the one configured.
+    pub fn native(&self) -> Option<&NativeSettings> {
         match &self.authenticator {
-            Authenticator::Dummy { password: shared } => {
-                if let Some(shared) = shared
-                    && !same_secret(shared.expose(), password)
-                {
-                    return Err(LoginRefused::InvalidCredentials);
-                }
-            }
+            Authenticator::Native(settings) => Some(settings),
+            Authenticator::Dummy { .. } => None,
         }
-        if !self.allowed_users.is_empty() && !self.allowed_users.contains(&name) && !self.admin_users.contains(&name) {
-            return Err(LoginRefused::NotAllowed);
+    }
+
+    /// Checks a login form; on success the normalized user name.
+    pub async fn authenticate(
+        &self,
+        raft: &RaftHandle,
+        username: &str,
+        password: &str,
+    ) -> Result<String, LoginRefused> {
+        let name = normalized(username)?;
+        match &self.authenticator {
+            Authenticator::Dummy { password: shared } => check_shared(shared.as_ref(), password)?,
+            Authenticator::Native(settings) => check_account(raft, settings, &name, password).await?,
         }
+        self.check_allowed(&name)?;
         Ok(name)
     }
+
+    /// `allowed_users` (admins are always allowed).
+    pub fn check_allowed(&self, name: &str) -> Result<(), LoginRefused> {
+        if !self.allowed_users.is_empty() && !self.allowed_users.contains(name) && !self.admin_users.contains(name) {
+            return Err(LoginRefused::NotAllowed);
+        }
+        Ok(())
+    }
+}
+
+/// The user name as the hub knows it, if it is acceptable at all.
+pub fn normalized(username: &str) -> Result<String, LoginRefused> {
+    let name = names::normalize_user_name(username.trim());
+    if names::is_valid_user_name(&name) {
+        Ok(name)
+    } else {
+        Err(LoginRefused::InvalidCredentials)
+    }
+}
+
+fn check_shared(shared: Option<&Secret>, password: &str) -> Result<(), LoginRefused> {
+    match shared {
+        Some(shared) if !same_secret(shared.expose(), password) => Err(LoginRefused::InvalidCredentials),
+        _ => Ok(()),
+    }
+}
+
+/// The native authenticator's check: the account's argon2 hash, its approval, its lock.
+/// Wrong passwords are counted in the replicated state, so a lock holds on every replica.
+async fn check_account(
+    raft: &RaftHandle,
+    settings: &NativeSettings,
+    name: &str,
+    password: &str,
+) -> Result<(), LoginRefused> {
+    let find = |state: &ganymede_model::State| state.accounts.get(name).cloned();
+    let account = match raft.read_local(find) {
+        Some(account) => Some(account),
+        None => raft.read(find).await.map_err(|_| LoginRefused::Unavailable)?,
+    };
+    let now = crate::render::now_millis();
+    let Some(account) = account else {
+        // As slow as a real check, so that timing does not tell which names exist.
+        native::verify_password(password.to_owned(), None).await;
+        return Err(LoginRefused::InvalidCredentials);
+    };
+    if let Some(until) = account.locked_until.filter(|_| account.is_locked(now)) {
+        return Err(LoginRefused::Locked {
+            retry_after_secs: (until - now + 999) / 1000,
+        });
+    }
+    if !native::verify_password(password.to_owned(), Some(account.password_hash.clone())).await {
+        if settings.allowed_failed_logins > 0 {
+            let command = Command::RecordLoginFailure {
+                name: name.to_owned(),
+                max_failures: settings.allowed_failed_logins,
+                lock_millis: settings.seconds_before_next_try.as_millis() as i64,
+                at: now,
+            };
+            if let Err(err) = raft.propose(command).await {
+                warn!(error = %err, "a failed login could not be counted");
+            }
+        }
+        return Err(LoginRefused::InvalidCredentials);
+    }
+    if !account.authorized {
+        return Err(LoginRefused::NotAuthorized);
+    }
+    if account.failed_logins > 0 {
+        let command = Command::ClearLoginFailures {
+            name: name.to_owned(),
+            at: now,
+        };
+        if let Err(err) = raft.propose(command).await {
+            warn!(error = %err, "failed logins could not be cleared");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(future)
-    }
-
     #[test]
     fn dummy_accepts_any_name_and_checks_the_shared_password() {
-        let open = AuthSettings::default();
-        assert_eq!(block(open.authenticate(" Alice ", "anything")), Ok("alice".into()));
+        assert_eq!(normalized(" Alice "), Ok("alice".into()));
+        assert_eq!(normalized("a/b"), Err(LoginRefused::InvalidCredentials));
+        assert_eq!(check_shared(None, "anything"), Ok(()));
+        let shared = Secret::from("s3cret");
+        assert_eq!(check_shared(Some(&shared), "s3cret"), Ok(()));
         assert_eq!(
-            block(open.authenticate("a/b", "x")),
+            check_shared(Some(&shared), "s3cre"),
             Err(LoginRefused::InvalidCredentials)
         );
         let guarded = AuthSettings {
-            authenticator: Authenticator::Dummy {
-                password: Some("s3cret".into()),
-            },
+            authenticator: Authenticator::Dummy { password: None },
             allowed_users: ["alice".to_owned()].into(),
             admin_users: ["root".to_owned()].into(),
         };
-        assert_eq!(block(guarded.authenticate("alice", "s3cret")), Ok("alice".into()));
-        assert_eq!(
-            block(guarded.authenticate("alice", "s3cre")),
-            Err(LoginRefused::InvalidCredentials)
-        );
-        assert_eq!(
-            block(guarded.authenticate("bob", "s3cret")),
-            Err(LoginRefused::NotAllowed)
-        );
-        assert_eq!(block(guarded.authenticate("root", "s3cret")), Ok("root".into()));
+        assert_eq!(guarded.check_allowed("alice"), Ok(()));
+        assert_eq!(guarded.check_allowed("bob"), Err(LoginRefused::NotAllowed));
+        assert_eq!(guarded.check_allowed("root"), Ok(()));
     }
 }

@@ -10,6 +10,7 @@ mod auth;
 pub mod authenticator;
 mod edge_feed;
 mod error;
+mod native;
 mod oauth_provider;
 mod pages;
 mod provision;
@@ -30,7 +31,7 @@ use ganymede_raft::RaftHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use activity::ActivityBatcher;
-pub use authenticator::{AuthSettings, Authenticator};
+pub use authenticator::{AuthSettings, Authenticator, NativeSettings};
 pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use provision::provision;

@@ -12,7 +12,6 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::Hub;
-use crate::authenticator::LoginRefused;
 use crate::render::{now_millis, server_url};
 use crate::session::{
     COOKIE_MAX_AGE_SECS, LOGIN_COOKIE, SESSION_ID_COOKIE, XSRF_COOKIE, cookie, hash_session_secret, is_local_path,
@@ -26,6 +25,7 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/logout", get(logout))
         .route("/hub/home", get(home))
         .merge(crate::token_page::routes())
+        .merge(crate::native::routes())
         .route("/", get(|| async { Redirect::to("/hub/") }))
         .route("/user/{*rest}", get(user_to_hub))
         .route("/hub/error/{code}", get(error_page))
@@ -432,7 +432,7 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// Whether the browser reached us over HTTPS (directly or through the edge).
-fn is_https(headers: &HeaderMap) -> bool {
+pub(crate) fn is_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -440,7 +440,7 @@ fn is_https(headers: &HeaderMap) -> bool {
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure under HTTPS.
-fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<i64>, secure: bool) -> HeaderValue {
+pub(crate) fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<i64>, secure: bool) -> HeaderValue {
     let mut text = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
     if let Some(max_age) = max_age {
         text.push_str(&format!("; Max-Age={max_age}"));
@@ -471,7 +471,7 @@ pub async fn session_user(hub: &Hub, headers: &HeaderMap) -> Option<crate::auth:
     crate::auth::browser_session(hub, headers).await
 }
 
-fn login_form(next: &str, xsrf: &str, error: Option<&str>) -> String {
+fn login_form(next: &str, xsrf: &str, error: Option<&str>, signup: bool) -> String {
     let error = error.map_or_else(String::new, |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
     });
@@ -481,9 +481,14 @@ fn login_form(next: &str, xsrf: &str, error: Option<&str>) -> String {
          <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
          <label>Username: <input name=\"username\" id=\"username_input\" autocomplete=\"username\" autofocus required></label>\
          <label>Password: <input name=\"password\" id=\"password_input\" type=\"password\" autocomplete=\"current-password\"></label>\
-         <button type=\"submit\" id=\"login_submit\">Sign in</button></form>",
+         <button type=\"submit\" id=\"login_submit\">Sign in</button></form>{signup}",
         next_q = escape(&url_quote(next)),
         xsrf = escape(xsrf),
+        signup = if signup {
+            "<p><a href=\"/hub/signup\" id=\"signup\">Sign up</a> for an account.</p>"
+        } else {
+            ""
+        },
     )
 }
 
@@ -501,7 +506,7 @@ pub(crate) fn url_quote(text: &str) -> String {
 }
 
 /// The anonymous XSRF token of a browser: the `_xsrf` cookie it has, or a new one.
-fn anonymous_xsrf(headers: &HeaderMap) -> (String, bool) {
+pub(crate) fn anonymous_xsrf(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, XSRF_COOKIE).filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())) {
         Some(token) => (token.to_owned(), false),
         None => (new_token(), true),
@@ -514,7 +519,11 @@ async fn login_page(State(hub): State<Hub>, headers: HeaderMap, Query(query): Qu
         return Redirect::to(&next).into_response();
     }
     let (xsrf, fresh) = anonymous_xsrf(&headers);
-    let mut response = page(StatusCode::OK, "Sign in", &login_form(&next, &xsrf, None));
+    let mut response = page(
+        StatusCode::OK,
+        "Sign in",
+        &login_form(&next, &xsrf, None, hub.auth.native().is_some()),
+    );
     if fresh {
         response.headers_mut().append(
             header::SET_COOKIE,
@@ -561,23 +570,24 @@ async fn login(
         return page(
             StatusCode::FORBIDDEN,
             "Sign in",
-            &login_form(&next, &xsrf, Some("Your sign-in form expired. Please try again.")),
+            &login_form(
+                &next,
+                &xsrf,
+                Some("Your sign-in form expired. Please try again."),
+                hub.auth.native().is_some(),
+            ),
         );
     }
     let started = std::time::Instant::now();
-    let name = match hub.auth.authenticate(&form.username, &form.password).await {
+    let name = match hub.auth.authenticate(&hub.raft, &form.username, &form.password).await {
         Ok(name) => name,
         Err(refused) => {
             warn!(user = %loggable(&form.username), reason = ?refused, "failed login");
             metrics_login(started, false);
-            let message = match refused {
-                LoginRefused::InvalidCredentials => "Invalid username or password",
-                LoginRefused::NotAllowed => "You are not allowed to use this hub",
-            };
             return page(
                 StatusCode::FORBIDDEN,
                 "Sign in",
-                &login_form(&next, &xsrf, Some(message)),
+                &login_form(&next, &xsrf, Some(&refused.message()), hub.auth.native().is_some()),
             );
         }
     };
@@ -623,7 +633,7 @@ async fn login(
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign in",
-                &login_form(&next, &xsrf, Some(&message)),
+                &login_form(&next, &xsrf, Some(&message), hub.auth.native().is_some()),
             )
         }
     }

@@ -22,11 +22,16 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/token/{id}/revoke", post(revoke))
 }
 
-/// The logged-in browser and its XSRF token, or the way to the login page.
-async fn signed_in(hub: &Hub, headers: &HeaderMap) -> Result<(BrowserSession, String), Response> {
+/// The logged-in browser and its XSRF token, or the way to the login page (and back
+/// to `here`).
+pub(crate) async fn signed_in(
+    hub: &Hub,
+    headers: &HeaderMap,
+    here: &str,
+) -> Result<(BrowserSession, String), Response> {
     let session = session_user(hub, headers)
         .await
-        .ok_or_else(|| Redirect::to("/hub/login?next=%2Fhub%2Ftoken").into_response())?;
+        .ok_or_else(|| crate::pages::login_redirect(here))?;
     let key = hub.cookie_key().await.ok_or_else(|| {
         page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -38,7 +43,7 @@ async fn signed_in(hub: &Hub, headers: &HeaderMap) -> Result<(BrowserSession, St
     Ok((session, xsrf))
 }
 
-fn forged() -> Response {
+pub(crate) fn forged() -> Response {
     page(
         StatusCode::FORBIDDEN,
         "Forbidden",
@@ -97,7 +102,7 @@ fn text(value: serde_json::Value) -> String {
 }
 
 async fn token_page(State(hub): State<Hub>, headers: HeaderMap) -> Response {
-    match signed_in(&hub, &headers).await {
+    match signed_in(&hub, &headers, "/hub/token").await {
         Ok((session, xsrf)) => render(&hub, &session.user, &xsrf, None),
         Err(response) => response,
     }
@@ -114,7 +119,7 @@ struct CreateForm {
 }
 
 async fn create(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form<CreateForm>) -> Response {
-    let (session, xsrf) = match signed_in(&hub, &headers).await {
+    let (session, xsrf) = match signed_in(&hub, &headers, "/hub/token").await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -185,7 +190,7 @@ async fn revoke(
     Path(public_id): Path<String>,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let (session, xsrf) = match signed_in(&hub, &headers).await {
+    let (session, xsrf) = match signed_in(&hub, &headers, "/hub/token").await {
         Ok(found) => found,
         Err(response) => return response,
     };

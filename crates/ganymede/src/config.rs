@@ -62,20 +62,34 @@ impl Default for ServersSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
+    /// `native` (accounts with passwords in the replicated state; the default) or
     /// `dummy` (any name; the shared password when one is set).
     pub authenticator: String,
     /// Only these users may log in (plus `admin_users`); empty = everyone.
     pub allowed_users: Vec<String>,
-    /// Made admin when they log in.
+    /// Made admin when they log in; with `native`, they need no approval to sign up.
     pub admin_users: Vec<String>,
+    /// `native`: sign-ups need no admin approval.
+    pub open_signup: bool,
+    /// `native`: the shortest password accepted.
+    pub minimum_password_length: usize,
+    /// `native`: wrong passwords in a row before an account is locked (0: never).
+    pub allowed_failed_logins: u32,
+    /// `native`: how long a lock lasts.
+    pub seconds_before_next_try: u64,
 }
 
 impl Default for AuthSection {
     fn default() -> Self {
+        let native = ganymede_hub::NativeSettings::default();
         AuthSection {
-            authenticator: "dummy".into(),
+            authenticator: "native".into(),
             allowed_users: Vec::new(),
             admin_users: Vec::new(),
+            open_signup: native.open_signup,
+            minimum_password_length: native.minimum_password_length,
+            allowed_failed_logins: native.allowed_failed_logins,
+            seconds_before_next_try: native.seconds_before_next_try.as_secs(),
         }
     }
 }
@@ -334,10 +348,10 @@ pub fn load(
         file.auth.authenticator = authenticator.clone();
     }
     let mut config = validate(file)?;
-    if let Some(password) = dummy_password {
-        match &mut config.auth.authenticator {
-            ganymede_hub::Authenticator::Dummy { password: shared } => *shared = Some(password.into()),
-        }
+    if let Some(password) = dummy_password
+        && let ganymede_hub::Authenticator::Dummy { password: shared } = &mut config.auth.authenticator
+    {
+        *shared = Some(password.into());
     }
     Ok(config)
 }
@@ -420,10 +434,16 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
     let auth = ganymede_hub::AuthSettings {
         authenticator: match auth.authenticator.as_str() {
             "dummy" => ganymede_hub::Authenticator::Dummy { password: None },
+            "native" => ganymede_hub::Authenticator::Native(ganymede_hub::NativeSettings {
+                open_signup: auth.open_signup,
+                minimum_password_length: auth.minimum_password_length,
+                allowed_failed_logins: auth.allowed_failed_logins,
+                seconds_before_next_try: Duration::from_secs(auth.seconds_before_next_try),
+            }),
             other => {
                 return Err(invalid(
                     "auth.authenticator",
-                    format!("{other:?} is not an authenticator this hub has (dummy)"),
+                    format!("{other:?} is not an authenticator this hub has (native, dummy)"),
                 ));
             }
         },
