@@ -86,3 +86,40 @@ async fn kill_9_the_leader_under_writes_then_restart_it() {
     assert!(!logs.contains(ADMIN_TOKEN), "the admin token appears in a log");
     assert!(!logs.contains("panicked"), "a hub panicked:\n{logs}");
 }
+
+/// JupyterHub's `POST /shutdown`, sent to one replica, stops that replica cleanly; the
+/// others keep serving writes, and it rejoins when started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_through_the_api_stops_one_replica_and_the_cluster_goes_on() {
+    let mut cluster = ProcessCluster::new(3);
+    cluster.start_all();
+    let leader = cluster.leader().await;
+    let (status, body) = cluster
+        .request(leader, reqwest::Method::POST, "/hub/api/shutdown")
+        .await
+        .expect("shutdown answers");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["message"], "Shutting down Hub");
+    let exit = eventually("the replica exits by itself", Duration::from_secs(30), || {
+        let status = cluster.exited(leader);
+        async move { status }
+    })
+    .await;
+    assert!(exit.success(), "a clean exit, not a crash: {exit:?}\n{}", cluster.logs());
+    let other = (1..=3).find(|id| *id != leader).expect("another replica");
+    eventually("the others elect a leader and take writes", Duration::from_secs(30), || async {
+        let (status, _) = cluster
+            .request(other, reqwest::Method::POST, "/hub/api/users/after-shutdown")
+            .await?;
+        (status == 201).then_some(())
+    })
+    .await;
+    cluster.start(leader);
+    eventually("the stopped replica rejoins and catches up", Duration::from_secs(30), || async {
+        let (status, _) = cluster
+            .request(leader, reqwest::Method::GET, "/hub/api/users/after-shutdown")
+            .await?;
+        (status == 200).then_some(())
+    })
+    .await;
+}

@@ -106,6 +106,8 @@ pub struct Hub {
     pub activity: Arc<ActivityBatcher>,
     /// Plaintext API tokens of the servers this replica asked to start.
     pub server_tokens: Arc<ServerTokens>,
+    /// Stops this replica (`POST /shutdown`); set by whoever runs the hub.
+    shutdown: Option<CancellationToken>,
     /// Derived from the replicated cluster secret once it is known.
     cookie_key: Arc<std::sync::OnceLock<session::CookieKey>>,
 }
@@ -119,7 +121,24 @@ impl Hub {
             auth: Arc::new(auth),
             activity: Arc::new(ActivityBatcher::default()),
             server_tokens: Arc::default(),
+            shutdown: None,
             cookie_key: Arc::default(),
+        }
+    }
+
+    /// Lets `POST /hub/api/shutdown` stop this replica by cancelling `shutdown`.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Stops this replica a moment from now, once the current response is on its way.
+    pub fn request_shutdown(&self) {
+        if let Some(shutdown) = self.shutdown.clone() {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                shutdown.cancel();
+            });
         }
     }
 

@@ -226,7 +226,8 @@ impl TestCluster {
             ApiLimits::default(),
             self.settings.clone(),
             self.auth.clone(),
-        );
+        )
+        .with_shutdown(shutdown.clone());
         tasks.spawn(hub.clone().run_background(shutdown.clone()));
         for (listener, app) in [
             (api_listener, ganymede_hub::router(hub.clone())),

@@ -212,6 +212,15 @@ impl ProcessCluster {
         }
     }
 
+    /// Whether hub `node_id`'s process has exited by itself (and with what status); a
+    /// process that exited is reaped and no longer running.
+    pub fn exited(&mut self, node_id: u64) -> Option<std::process::ExitStatus> {
+        let hub = &mut self.hubs[(node_id - 1) as usize];
+        let status = hub.child.as_mut()?.try_wait().ok()??;
+        hub.child = None;
+        Some(status)
+    }
+
     pub fn is_running(&self, node_id: u64) -> bool {
         self.hub(node_id).child.is_some()
     }

@@ -107,7 +107,8 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         },
         config.settings.clone(),
         config.auth.clone(),
-    );
+    )
+    .with_shutdown(shutdown.clone());
     tasks.spawn(hub.clone().run_background(shutdown.clone()));
     if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {
         let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));

@@ -24,10 +24,59 @@ pub fn routes() -> Router<Hub> {
         .route("/info", get(info))
         .route("/proxy", get(proxy_table).post(proxy_sync))
         .route("/services", get(list_services))
+        .route("/shutdown", axum::routing::post(shutdown))
         .route(
             "/services/{service}",
             get(get_service).post(create_service).delete(delete_service),
         )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ShutdownBody {
+    #[serde(default)]
+    servers: Option<bool>,
+    /// The edges are their own processes with their own lifecycle: accepted, ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    proxy: Option<bool>,
+}
+
+/// JupyterHub's `POST /shutdown`, for one replica of a cluster: this replica stops (the
+/// others keep serving while a quorum remains), after stopping every server when
+/// `servers` is true. Single-user servers outlive a replica by default, as they must
+/// for failover.
+async fn shutdown(
+    State(hub): State<Hub>,
+    caller: Caller,
+    OptionalApiJson(body): OptionalApiJson<ShutdownBody>,
+) -> Result<Response, ApiError> {
+    caller.require_everywhere("shutdown")?;
+    let body = body.unwrap_or_default();
+    if body.servers == Some(true) {
+        let active: Vec<(String, String)> = hub
+            .raft
+            .read(|state| {
+                state
+                    .users
+                    .values()
+                    .flat_map(|user| user.active_servers().map(|s| (user.name.clone(), s.name.clone())))
+                    .collect()
+            })
+            .await?;
+        for (user, server) in active {
+            let command = Command::RequestStop {
+                user,
+                server,
+                remove: false,
+                at: now_millis(),
+            };
+            hub.raft.propose(command).await?;
+        }
+    }
+    tracing::warn!(by = ?caller.owner, "shutdown requested through the API");
+    hub.request_shutdown();
+    Ok((StatusCode::ACCEPTED, Json(json!({"message": "Shutting down Hub"}))).into_response())
 }
 
 async fn info(caller: Caller) -> Result<Json<Value>, ApiError> {
