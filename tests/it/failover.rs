@@ -105,21 +105,33 @@ async fn shutdown_through_the_api_stops_one_replica_and_the_cluster_goes_on() {
         async move { status }
     })
     .await;
-    assert!(exit.success(), "a clean exit, not a crash: {exit:?}\n{}", cluster.logs());
+    assert!(
+        exit.success(),
+        "a clean exit, not a crash: {exit:?}\n{}",
+        cluster.logs()
+    );
     let other = (1..=3).find(|id| *id != leader).expect("another replica");
-    eventually("the others elect a leader and take writes", Duration::from_secs(30), || async {
-        let (status, _) = cluster
-            .request(other, reqwest::Method::POST, "/hub/api/users/after-shutdown")
-            .await?;
-        (status == 201).then_some(())
-    })
+    eventually(
+        "the others elect a leader and take writes",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = cluster
+                .request(other, reqwest::Method::POST, "/hub/api/users/after-shutdown")
+                .await?;
+            (status == 201).then_some(())
+        },
+    )
     .await;
     cluster.start(leader);
-    eventually("the stopped replica rejoins and catches up", Duration::from_secs(30), || async {
-        let (status, _) = cluster
-            .request(leader, reqwest::Method::GET, "/hub/api/users/after-shutdown")
-            .await?;
-        (status == 200).then_some(())
-    })
+    eventually(
+        "the stopped replica rejoins and catches up",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = cluster
+                .request(leader, reqwest::Method::GET, "/hub/api/users/after-shutdown")
+                .await?;
+            (status == 200).then_some(())
+        },
+    )
     .await;
 }

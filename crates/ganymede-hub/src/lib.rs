@@ -10,6 +10,7 @@ mod auth;
 pub mod authenticator;
 mod edge_feed;
 mod error;
+mod home;
 mod native;
 mod oauth_provider;
 mod pages;

@@ -23,9 +23,9 @@ pub fn routes() -> Router<Hub> {
         .route("/hub/", get(|| async { Redirect::to("/hub/home") }))
         .route("/hub/login", get(login_page).post(login))
         .route("/hub/logout", get(logout))
-        .route("/hub/home", get(home))
         .merge(crate::token_page::routes())
         .merge(crate::native::routes())
+        .merge(crate::home::routes())
         .route("/", get(|| async { Redirect::to("/hub/") }))
         .route("/user/{*rest}", get(user_to_hub))
         .route("/hub/error/{code}", get(error_page))
@@ -410,12 +410,22 @@ pub fn escape(text: &str) -> String {
 
 /// A whole page in the hub's frame.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_with_body_attributes(status, title, body, "")
+}
+
+/// A page whose script calls the API: the XSRF token rides on `<body data-xsrf>`.
+pub fn page_with_xsrf(status: StatusCode, title: &str, body: &str, xsrf: &str) -> Response {
+    page_with_body_attributes(status, title, body, &format!(" data-xsrf=\"{}\"", escape(xsrf)))
+}
+
+fn page_with_body_attributes(status: StatusCode, title: &str, body: &str, attributes: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} — JupyterHub</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}\
-         label{{display:block;margin:.5em 0}}input{{font-size:1em}}.error{{color:#b00}}</style></head>\
-         <body><header><a href=\"/hub/home\">Ganymede</a></header><main>{body}</main></body></html>",
+         <style>body{{font-family:sans-serif;max-width:48em;margin:3em auto;padding:0 1em}}\
+         label{{display:block;margin:.5em 0}}input{{font-size:1em}}.error{{color:#b00}}\
+         table{{border-collapse:collapse}}td,th{{padding:.2em .6em;text-align:left}}</style></head>\
+         <body{attributes}><header><a href=\"/hub/home\">Ganymede</a></header><main>{body}</main></body></html>",
         title = escape(title),
     );
     let mut response = (status, html).into_response();
@@ -726,46 +736,6 @@ async fn logout(State(hub): State<Hub>, headers: HeaderMap) -> Response {
         cookies.append(header::SET_COOKIE, clear_cookie(name, path));
     }
     response
-}
-
-async fn home(State(hub): State<Hub>, headers: HeaderMap) -> Response {
-    let Some(session) = session_user(&hub, &headers).await else {
-        return Redirect::to("/hub/login?next=%2Fhub%2Fhome").into_response();
-    };
-    let servers = hub.raft.read_local(|state| {
-        state.users.get(&session.user).map(|user| {
-            user.servers
-                .values()
-                .map(|s| {
-                    let status = match s.phase {
-                        ServerPhase::Running => "running",
-                        ServerPhase::PendingSpawn => "starting",
-                        ServerPhase::PendingStop => "stopping",
-                        ServerPhase::Stopped => "stopped",
-                    };
-                    let label = if s.name.is_empty() {
-                        "Default server"
-                    } else {
-                        &s.display_name
-                    };
-                    format!(
-                        "<li><a href=\"{url}\">{label}</a>: <span class=\"status\">{status}</span></li>",
-                        url = escape(&server_url(&session.user, &s.name)),
-                        label = escape(label),
-                    )
-                })
-                .collect::<String>()
-        })
-    });
-    let body = format!(
-        "<h1>Home</h1><p id=\"signed-in\">Signed in as <strong>{user}</strong>.</p>\
-         <p><a href=\"/hub/spawn\" id=\"start\">Start My Server</a></p>\
-         <h2>Servers</h2><ul id=\"servers\">{servers}</ul>\
-         <p><a href=\"/hub/token\" id=\"tokens\">API tokens</a> · <a href=\"/hub/logout\" id=\"logout\">Sign out</a></p>",
-        user = escape(&session.user),
-        servers = servers.unwrap_or_default(),
-    );
-    page(StatusCode::OK, "Home", &body)
 }
 
 #[cfg(test)]

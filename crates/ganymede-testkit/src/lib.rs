@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 pub mod browser;
 pub mod process;
 pub mod upstream;
+pub mod webdriver;
 
 /// The admin token every test cluster provisions.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
