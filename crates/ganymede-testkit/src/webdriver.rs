@@ -154,7 +154,7 @@ impl Chromium {
 
     /// The element `css` selects, waiting up to `patience` for it to appear.
     pub async fn find(&self, css: &str, patience: Duration) -> String {
-        let found = crate::eventually(&format!("an element matching {css}"), patience, || async {
+        crate::eventually(&format!("an element matching {css}"), patience, || async {
             let value = self
                 .raw(
                     reqwest::Method::POST,
@@ -168,8 +168,7 @@ impl Chromium {
                 .and_then(|element| element[ELEMENT_KEY].as_str())
                 .map(str::to_owned)
         })
-        .await;
-        found
+        .await
     }
 
     pub async fn click(&self, css: &str) {
