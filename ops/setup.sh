@@ -12,6 +12,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # Headless Chromium and its WebDriver for the page tests.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# A real LDAP server for the LDAP authenticator's tests.
+[ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 
 if ((${#need_apt[@]})); then
   echo "ops/setup.sh: installing ${need_apt[*]}" >&2

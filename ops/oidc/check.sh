@@ -145,6 +145,7 @@ login() {
         --data-urlencode "code_verifier=$verifier"
     [[ $STATUS == 200 ]] || fail "token: $STATUS $(cat "$work/body")"
     cp "$work/body" "$work/token.json"
+    echo "  token response: $(node -e 'const t=JSON.parse(require("fs").readFileSync(0,"utf8")); for (const k of ["access_token","id_token"]) if (t[k]) t[k]=t[k].slice(0,12)+"..."; console.log(JSON.stringify(t))' <"$work/token.json")"
 
     # 7. id_token: verify RS256 signature against JWKS and print claims
     node -e '
@@ -171,6 +172,18 @@ login() {
     [[ $STATUS == 200 ]] || fail "userinfo: $STATUS"
     echo "  userinfo: $(cat "$work/body")"
     cp "$work/body" "$work/userinfo-$user.json"
+
+    # 9. the code is single-use; replaying it also revokes the tokens it gave
+    req POST "$TOKEN" "${auth_args[@]}" \
+        --data-urlencode "grant_type=authorization_code" \
+        --data-urlencode "code=$code" \
+        --data-urlencode "redirect_uri=$REDIRECT_URI" \
+        --data-urlencode "code_verifier=$verifier"
+    [[ $STATUS == 400 && $(json_field "$work/body" error) == invalid_grant ]] || fail "code reuse: $STATUS $(cat "$work/body")"
+    ok "second use of the code refused (400 invalid_grant)"
+    req GET "$USERINFO" -H "Authorization: Bearer $at"
+    [[ $STATUS == 401 ]] || fail "access token still valid after code replay: $STATUS"
+    ok "access token revoked by the code replay (userinfo 401)"
 }
 
 expect_userinfo() { # USER SUB GROUPS_JSON

@@ -173,8 +173,12 @@ function buildProvider(issuer) {
     jwks: signingJwks(),
     cookies: {
       // No `secure` flag: oidc-provider only sets it when the request is
-      // https, so the cookies work over http://127.0.0.1.
+      // https, so the cookies work over http://127.0.0.1. SameSite=Lax for
+      // both kinds (8.x defaults the session cookie to SameSite=None, which
+      // browsers drop without Secure, plus a `.legacy` twin).
       keys: [crypto.randomBytes(32).toString('hex')],
+      long: { httpOnly: true, sameSite: 'lax', signed: true },
+      short: { httpOnly: true, sameSite: 'lax', signed: true },
     },
     claims: {
       acr: null,

@@ -20,6 +20,16 @@ pub enum Authenticator {
     Dummy { password: Option<Secret> },
     /// Accounts that sign up at `/hub/signup` and log in with their password.
     Native(NativeSettings),
+    /// Users of an LDAP directory.
+    Ldap(crate::ldap::LdapSettings),
+}
+
+/// A successful login: who, and whether the authenticator says they are an admin
+/// (`None`: it has no opinion; `admin_users` still apply).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub name: String,
+    pub admin: Option<bool>,
 }
 
 /// jupyterhub-nativeauthenticator's settings of the same names.
@@ -106,6 +116,7 @@ impl Authenticator {
         match self {
             Authenticator::Dummy { .. } => "dummy",
             Authenticator::Native(_) => "native",
+            Authenticator::Ldap(_) => "ldap",
         }
     }
 }
@@ -115,24 +126,25 @@ impl AuthSettings {
     pub fn native(&self) -> Option<&NativeSettings> {
         match &self.authenticator {
             Authenticator::Native(settings) => Some(settings),
-            Authenticator::Dummy { .. } => None,
+            Authenticator::Dummy { .. } | Authenticator::Ldap(_) => None,
         }
     }
 
-    /// Checks a login form; on success the normalized user name.
-    pub async fn authenticate(
-        &self,
-        raft: &RaftHandle,
-        username: &str,
-        password: &str,
-    ) -> Result<String, LoginRefused> {
+    /// Checks a login form; on success the normalized user name and what the
+    /// authenticator says about admin rights.
+    pub async fn authenticate(&self, raft: &RaftHandle, username: &str, password: &str) -> Result<Login, LoginRefused> {
         let name = normalized(username)?;
+        let mut admin = None;
         match &self.authenticator {
             Authenticator::Dummy { password: shared } => check_shared(shared.as_ref(), password)?,
             Authenticator::Native(settings) => check_account(raft, settings, &name, password).await?,
+            Authenticator::Ldap(settings) => admin = crate::ldap::authenticate(settings, &name, password).await?.admin,
         }
         self.check_allowed(&name)?;
-        Ok(name)
+        if self.admin_users.contains(&name) {
+            admin = Some(true);
+        }
+        Ok(Login { name, admin })
     }
 
     /// `allowed_users` (admins are always allowed).

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::Hub;
+use crate::authenticator::LoginRefused;
 use crate::render::{now_millis, server_url};
 use crate::session::{
     COOKIE_MAX_AGE_SECS, LOGIN_COOKIE, SESSION_ID_COOKIE, XSRF_COOKIE, cookie, hash_session_secret, is_local_path,
@@ -589,19 +590,24 @@ async fn login(
         );
     }
     let started = std::time::Instant::now();
-    let name = match hub.auth.authenticate(&hub.raft, &form.username, &form.password).await {
-        Ok(name) => name,
+    let (name, admin) = match hub.auth.authenticate(&hub.raft, &form.username, &form.password).await {
+        Ok(login) => (login.name, login.admin),
         Err(refused) => {
             warn!(user = %loggable(&form.username), reason = ?refused, "failed login");
             metrics_login(started, false);
+            let status = if refused == LoginRefused::Unavailable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::FORBIDDEN
+            };
             return page(
-                StatusCode::FORBIDDEN,
+                status,
                 "Sign in",
                 &login_form(&next, &xsrf, Some(&refused.message()), hub.auth.native().is_some()),
             );
         }
     };
-    match open_session(&hub, &name).await {
+    match open_session(&hub, &name, admin).await {
         Ok((secret, session_id)) => {
             metrics_login(started, true);
             info!(user = %name, "login");
@@ -654,10 +660,10 @@ fn metrics_login(started: std::time::Instant, success: bool) {
     tracing::debug!(status, seconds = started.elapsed().as_secs_f64(), "login attempt");
 }
 
-/// Creates the user on first login (admin when listed in `admin_users`) and starts a
-/// replicated session; returns the session secret and the public session id.
-async fn open_session(hub: &Hub, name: &str) -> Result<(String, String), String> {
-    let admin = hub.auth.admin_users.contains(name);
+/// Creates the user on first login and brings their admin flag in line with what the
+/// authenticator said (`admin_users`, LDAP admin groups), then starts a replicated
+/// session; returns the session secret and the public session id.
+async fn open_session(hub: &Hub, name: &str, admin: Option<bool>) -> Result<(String, String), String> {
     let at = now_millis();
     let existing = hub
         .raft
@@ -668,7 +674,7 @@ async fn open_session(hub: &Hub, name: &str) -> Result<(String, String), String>
         None => {
             let command = Command::CreateUsers {
                 names: vec![name.to_owned()],
-                admin,
+                admin: admin.unwrap_or(false),
                 at,
             };
             match hub.raft.propose(command).await.map_err(|e| e.to_string())? {
@@ -676,11 +682,11 @@ async fn open_session(hub: &Hub, name: &str) -> Result<(String, String), String>
                 Applied::Rejected(other) => return Err(other.to_string()),
             }
         }
-        Some(false) if admin => {
+        Some(current) if admin.is_some_and(|admin| admin != current) => {
             let command = Command::UpdateUser {
                 name: name.to_owned(),
                 rename: None,
-                admin: Some(true),
+                admin,
                 at,
             };
             hub.raft.propose(command).await.map_err(|e| e.to_string())?;

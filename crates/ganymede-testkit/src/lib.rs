@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod browser;
 pub mod process;
+pub mod slapd;
 pub mod upstream;
 pub mod webdriver;
 

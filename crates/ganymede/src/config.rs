@@ -77,6 +77,21 @@ pub struct AuthSection {
     pub allowed_failed_logins: u32,
     /// `native`: how long a lock lasts.
     pub seconds_before_next_try: u64,
+    /// `ldap`: the server, `ldap://host:port`.
+    pub ldap_url: String,
+    /// `ldap`: DNs to bind as, `{username}` replaced (escaped).
+    pub ldap_bind_dn_templates: Vec<String>,
+    /// `ldap`: or search for the user's DN under this base (empty: use the templates)…
+    pub ldap_user_search_base: String,
+    /// … by this attribute.
+    pub ldap_user_attribute: String,
+    /// `ldap`: who searches (empty: anonymous); the password comes only from
+    /// `GANYMEDE_LDAP_SEARCH_PASSWORD`.
+    pub ldap_search_bind_dn: String,
+    /// `ldap`: group DNs whose members may log in (empty: everyone who binds).
+    pub ldap_allowed_groups: Vec<String>,
+    /// `ldap`: group DNs whose members are admins, and the others are not.
+    pub ldap_admin_groups: Vec<String>,
 }
 
 impl Default for AuthSection {
@@ -90,6 +105,13 @@ impl Default for AuthSection {
             minimum_password_length: native.minimum_password_length,
             allowed_failed_logins: native.allowed_failed_logins,
             seconds_before_next_try: native.seconds_before_next_try.as_secs(),
+            ldap_url: "ldap://127.0.0.1:389".into(),
+            ldap_bind_dn_templates: Vec::new(),
+            ldap_user_search_base: String::new(),
+            ldap_user_attribute: "uid".into(),
+            ldap_search_bind_dn: String::new(),
+            ldap_allowed_groups: Vec::new(),
+            ldap_admin_groups: Vec::new(),
         }
     }
 }
@@ -353,6 +375,12 @@ pub fn load(
     {
         *shared = Some(password.into());
     }
+    if let ganymede_hub::Authenticator::Ldap(ldap) = &mut config.auth.authenticator {
+        ldap.search_bind_password = env
+            .iter()
+            .find(|(name, _)| name == "GANYMEDE_LDAP_SEARCH_PASSWORD")
+            .map(|(_, value)| value.clone().into());
+    }
     Ok(config)
 }
 
@@ -440,10 +468,30 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
                 allowed_failed_logins: auth.allowed_failed_logins,
                 seconds_before_next_try: Duration::from_secs(auth.seconds_before_next_try),
             }),
+            "ldap" => {
+                if auth.ldap_bind_dn_templates.is_empty() && auth.ldap_user_search_base.is_empty() {
+                    return Err(invalid(
+                        "auth.ldap_bind_dn_templates",
+                        "the ldap authenticator needs bind DN templates or a user search base",
+                    ));
+                }
+                let nonempty = |text: String| (!text.is_empty()).then_some(text);
+                ganymede_hub::Authenticator::Ldap(ganymede_hub::LdapSettings {
+                    url: auth.ldap_url,
+                    bind_dn_templates: auth.ldap_bind_dn_templates,
+                    user_search_base: nonempty(auth.ldap_user_search_base),
+                    user_attribute: auth.ldap_user_attribute,
+                    search_bind_dn: nonempty(auth.ldap_search_bind_dn),
+                    search_bind_password: None,
+                    allowed_groups: auth.ldap_allowed_groups,
+                    admin_groups: auth.ldap_admin_groups,
+                    ..Default::default()
+                })
+            }
             other => {
                 return Err(invalid(
                     "auth.authenticator",
-                    format!("{other:?} is not an authenticator this hub has (native, dummy)"),
+                    format!("{other:?} is not an authenticator this hub has (native, dummy, ldap)"),
                 ));
             }
         },

@@ -78,7 +78,7 @@ async fn requester(hub: &Hub, caller: Result<Caller, ApiError>, auth: Option<&Lo
     let (Err(no_credentials), Some(auth)) = (&caller, auth) else {
         return caller;
     };
-    let name = hub.auth.authenticate(&hub.raft, &auth.username, &auth.password).await.map_err(|refused| {
+    let name = hub.auth.authenticate(&hub.raft, &auth.username, &auth.password).await.map(|login| login.name).map_err(|refused| {
         tracing::warn!(user = %crate::pages::loggable(&auth.username), reason = ?refused, "failed login (token request)");
         no_credentials.clone()
     })?;
