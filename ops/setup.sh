@@ -14,6 +14,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 # A real LDAP server for the LDAP authenticator's tests.
 [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
+# Node.js runs the OpenID provider the OIDC authenticator is tested against.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if ((${#need_apt[@]})); then
   echo "ops/setup.sh: installing ${need_apt[*]}" >&2
@@ -24,3 +27,5 @@ fi
 
 # The project-local Python environment: stock JupyterHub and JupyterLab (ops/venv.sh).
 bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh" >/dev/null
+# The OpenID provider fixture's npm packages (ops/oidc).
+bash "$(dirname "${BASH_SOURCE[0]}")/oidc/setup.sh"

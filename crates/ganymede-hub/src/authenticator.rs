@@ -22,6 +22,8 @@ pub enum Authenticator {
     Native(NativeSettings),
     /// Users of an LDAP directory.
     Ldap(crate::ldap::LdapSettings),
+    /// Users of an OpenID Connect provider (browser logins only).
+    Oidc(crate::oidc::OidcSettings),
 }
 
 /// A successful login: who, and whether the authenticator says they are an admin
@@ -86,8 +88,10 @@ pub enum LoginRefused {
     Locked {
         retry_after_secs: i64,
     },
-    /// The hub could not check (no quorum).
+    /// The hub could not check (no quorum, directory or provider down).
     Unavailable,
+    /// OpenID: the claimed user name belongs to another identity.
+    NameTaken,
 }
 
 impl LoginRefused {
@@ -102,6 +106,9 @@ impl LoginRefused {
                 (retry_after_secs + 59) / 60
             ),
             LoginRefused::Unavailable => "The hub cannot check your login right now. Try again.".into(),
+            LoginRefused::NameTaken => {
+                "This user name belongs to another account of the identity provider. Ask an admin.".into()
+            }
         }
     }
 }
@@ -117,6 +124,7 @@ impl Authenticator {
             Authenticator::Dummy { .. } => "dummy",
             Authenticator::Native(_) => "native",
             Authenticator::Ldap(_) => "ldap",
+            Authenticator::Oidc(_) => "oidc",
         }
     }
 }
@@ -126,7 +134,7 @@ impl AuthSettings {
     pub fn native(&self) -> Option<&NativeSettings> {
         match &self.authenticator {
             Authenticator::Native(settings) => Some(settings),
-            Authenticator::Dummy { .. } | Authenticator::Ldap(_) => None,
+            Authenticator::Dummy { .. } | Authenticator::Ldap(_) | Authenticator::Oidc(_) => None,
         }
     }
 
@@ -139,6 +147,8 @@ impl AuthSettings {
             Authenticator::Dummy { password: shared } => check_shared(shared.as_ref(), password)?,
             Authenticator::Native(settings) => check_account(raft, settings, &name, password).await?,
             Authenticator::Ldap(settings) => admin = crate::ldap::authenticate(settings, &name, password).await?.admin,
+            // The provider checks passwords, in the browser; there is none to check here.
+            Authenticator::Oidc(_) => return Err(LoginRefused::InvalidCredentials),
         }
         self.check_allowed(&name)?;
         if self.admin_users.contains(&name) {

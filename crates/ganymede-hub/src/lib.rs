@@ -14,6 +14,7 @@ mod home;
 pub mod ldap;
 mod native;
 mod oauth_provider;
+pub mod oidc;
 mod pages;
 mod provision;
 mod proxy_api;
@@ -37,6 +38,7 @@ pub use authenticator::{AuthSettings, Authenticator, Login, NativeSettings};
 pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use ldap::LdapSettings;
+pub use oidc::OidcSettings;
 pub use provision::provision;
 pub use proxy_api::proxy_router;
 pub use spawn_tokens::ServerTokens;
@@ -107,6 +109,8 @@ pub struct Hub {
     pub settings: Arc<HubSettings>,
     pub auth: Arc<AuthSettings>,
     pub activity: Arc<ActivityBatcher>,
+    /// The OpenID provider's metadata, once discovered.
+    pub oidc: Arc<oidc::Discovery>,
     /// Plaintext API tokens of the servers this replica asked to start.
     pub server_tokens: Arc<ServerTokens>,
     /// Stops this replica (`POST /shutdown`); set by whoever runs the hub.
@@ -124,6 +128,7 @@ impl Hub {
             auth: Arc::new(auth),
             activity: Arc::new(ActivityBatcher::default()),
             server_tokens: Arc::default(),
+            oidc: Arc::default(),
             shutdown: None,
             cookie_key: Arc::default(),
         }

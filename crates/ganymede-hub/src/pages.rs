@@ -27,6 +27,7 @@ pub fn routes() -> Router<Hub> {
         .merge(crate::token_page::routes())
         .merge(crate::native::routes())
         .merge(crate::home::routes())
+        .merge(crate::oidc::routes())
         .route("/", get(|| async { Redirect::to("/hub/") }))
         .route("/user/{*rest}", get(user_to_hub))
         .route("/hub/error/{code}", get(error_page))
@@ -483,6 +484,20 @@ pub async fn session_user(hub: &Hub, headers: &HeaderMap) -> Option<crate::auth:
 }
 
 fn login_form(next: &str, xsrf: &str, error: Option<&str>, signup: bool) -> String {
+    login_form_for(next, xsrf, error, signup, false)
+}
+
+fn login_form_for(next: &str, xsrf: &str, error: Option<&str>, signup: bool, external: bool) -> String {
+    if external {
+        let error = error.map_or_else(String::new, |e| {
+            format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+        });
+        return format!(
+            "<h1>Sign in</h1>{error}<p><a class=\"button\" id=\"oauth-login\" href=\"/hub/oauth_login?next={}\">\
+             Sign in with your identity provider</a></p>",
+            escape(&url_quote(next))
+        );
+    }
     let error = error.map_or_else(String::new, |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
     });
@@ -533,7 +548,13 @@ async fn login_page(State(hub): State<Hub>, headers: HeaderMap, Query(query): Qu
     let mut response = page(
         StatusCode::OK,
         "Sign in",
-        &login_form(&next, &xsrf, None, hub.auth.native().is_some()),
+        &login_form_for(
+            &next,
+            &xsrf,
+            None,
+            hub.auth.native().is_some(),
+            matches!(hub.auth.authenticator, crate::Authenticator::Oidc(_)),
+        ),
     );
     if fresh {
         response.headers_mut().append(
@@ -575,7 +596,6 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = next_or_home(query.next.as_deref());
-    let secure = is_https(&headers);
     let (xsrf, _) = anonymous_xsrf(&headers);
     if form.xsrf.is_empty() || cookie(&headers, XSRF_COOKIE) != Some(form.xsrf.as_str()) {
         return page(
@@ -607,52 +627,65 @@ async fn login(
             );
         }
     };
-    match open_session(&hub, &name, admin).await {
-        Ok((secret, session_id)) => {
-            metrics_login(started, true);
-            info!(user = %name, "login");
-            let key = match hub.cookie_key().await {
-                Some(key) => key,
-                None => {
-                    return page(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Unavailable",
-                        "<p>The hub is starting.</p>",
-                    );
-                }
-            };
-            let now = now_millis() / 1000;
-            let mut response = Redirect::to(&next).into_response();
-            let cookies = response.headers_mut();
-            cookies.append(
-                header::SET_COOKIE,
-                set_cookie(
-                    LOGIN_COOKIE,
-                    &key.sign(LOGIN_COOKIE, &secret, now),
-                    "/hub/",
-                    None,
-                    secure,
-                ),
-            );
-            cookies.append(
-                header::SET_COOKIE,
-                set_cookie(SESSION_ID_COOKIE, &session_id, "/", None, secure),
-            );
-            cookies.append(
-                header::SET_COOKIE,
-                set_cookie(XSRF_COOKIE, &key.xsrf_token(&session_id), "/hub/", None, secure),
-            );
-            response
-        }
+    let login = crate::authenticator::Login { name, admin };
+    let response = finish_login(&hub, &headers, &login, &next).await;
+    metrics_login(started, response.status().is_redirection());
+    response
+}
+
+/// After an authenticator said yes: the user (created on first login, admin flag in
+/// line), a replicated session, the hub's cookies, and a redirect to `next`.
+pub(crate) async fn finish_login(
+    hub: &Hub,
+    headers: &HeaderMap,
+    login: &crate::authenticator::Login,
+    next: &str,
+) -> Response {
+    let name = &login.name;
+    let secure = is_https(headers);
+    let unavailable = |message: &str| {
+        page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign in",
+            &format!(
+                "<h1>Sign in</h1><p class=\"error\" role=\"alert\">{}</p>",
+                escape(message)
+            ),
+        )
+    };
+    let (secret, session_id) = match open_session(hub, name, login.admin).await {
+        Ok(opened) => opened,
         Err(message) => {
             warn!(user = %name, error = %message, "login could not be recorded");
-            page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign in",
-                &login_form(&next, &xsrf, Some(&message), hub.auth.native().is_some()),
-            )
+            return unavailable(&message);
         }
-    }
+    };
+    info!(user = %name, "login");
+    let Some(key) = hub.cookie_key().await else {
+        return unavailable("The hub is starting.");
+    };
+    let now = now_millis() / 1000;
+    let mut response = Redirect::to(next).into_response();
+    let cookies = response.headers_mut();
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(
+            LOGIN_COOKIE,
+            &key.sign(LOGIN_COOKIE, &secret, now),
+            "/hub/",
+            None,
+            secure,
+        ),
+    );
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_ID_COOKIE, &session_id, "/", None, secure),
+    );
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(XSRF_COOKIE, &key.xsrf_token(&session_id), "/hub/", None, secure),
+    );
+    response
 }
 
 fn metrics_login(started: std::time::Instant, success: bool) {

@@ -251,6 +251,13 @@ pub enum Command {
         lock_millis: Timestamp,
         at: Timestamp,
     },
+    /// Bind an external identity (`<issuer>#<sub>`) to a user name on first login.
+    /// Rejected if either is already bound to another.
+    BindIdentity {
+        identity: String,
+        user: String,
+        at: Timestamp,
+    },
     /// Native authenticator: a successful login clears earlier failures.
     ClearLoginFailures {
         name: String,
@@ -346,7 +353,8 @@ impl Command {
             | Command::AuthorizeAccount { at, .. }
             | Command::DeleteAccount { at, .. }
             | Command::RecordLoginFailure { at, .. }
-            | Command::ClearLoginFailures { at, .. } => *at,
+            | Command::ClearLoginFailures { at, .. }
+            | Command::BindIdentity { at, .. } => *at,
         }
     }
 
@@ -388,6 +396,7 @@ impl Command {
             Command::DeleteAccount { .. } => "delete_account",
             Command::RecordLoginFailure { .. } => "record_login_failure",
             Command::ClearLoginFailures { .. } => "clear_login_failures",
+            Command::BindIdentity { .. } => "bind_identity",
         }
     }
 }

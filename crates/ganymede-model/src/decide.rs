@@ -85,6 +85,8 @@ pub enum Rejection {
     AccountNotFound { name: String },
     #[error("account {name} already exists")]
     AccountExists { name: String },
+    #[error("user {user} belongs to another identity")]
+    IdentityConflict { user: String },
 }
 
 /// Decides what a command means in `state`: the events it produces, in order, or why it
@@ -666,7 +668,8 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
         | Command::AuthorizeAccount { .. }
         | Command::DeleteAccount { .. }
         | Command::RecordLoginFailure { .. }
-        | Command::ClearLoginFailures { .. } => accounts::decide(state, command),
+        | Command::ClearLoginFailures { .. }
+        | Command::BindIdentity { .. } => accounts::decide(state, command),
     }
 }
 
@@ -986,6 +989,9 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                 account.name = to.clone();
                 state.accounts.insert(to.clone(), account);
             }
+            for user in state.identities.values_mut().filter(|user| *user == from) {
+                *user = to.clone();
+            }
             let old_owner = TokenOwner::User(from.clone());
             for token in state.tokens.values_mut().filter(|token| token.owner == old_owner) {
                 token.owner = TokenOwner::User(to.clone());
@@ -1100,7 +1106,8 @@ fn evolve_more(state: &mut State, event: &Event) {
         | Event::AccountAuthorized { .. }
         | Event::AccountDeleted { .. }
         | Event::LoginFailed { .. }
-        | Event::LoginFailuresCleared { .. } => accounts::evolve(state, event),
+        | Event::LoginFailuresCleared { .. }
+        | Event::IdentityBound { .. } => accounts::evolve(state, event),
         Event::ServerCreated {
             user,
             server,

@@ -204,6 +204,11 @@ pub enum Event {
         name: String,
         at: Timestamp,
     },
+    IdentityBound {
+        identity: String,
+        user: String,
+        at: Timestamp,
+    },
 }
 
 /// Activity on one user's server.
@@ -238,6 +243,7 @@ pub enum Key {
     OAuthClient(String),
     OAuthCode(String),
     Account(String),
+    Identity(String),
     /// Group rows that name a user who was renamed or deleted; groups are few, so the
     /// store rewrites them all.
     Groups,
@@ -269,6 +275,13 @@ impl Event {
                     Key::Account(to.clone()),
                 ];
                 keys.extend(state_after.tokens_of(&owner).map(|token| Key::Token(token.id)));
+                keys.extend(
+                    state_after
+                        .identities
+                        .iter()
+                        .filter(|(_, user)| *user == to)
+                        .map(|(identity, _)| Key::Identity(identity.clone())),
+                );
                 keys.extend(
                     state_after
                         .sessions
@@ -314,6 +327,7 @@ impl Event {
             | Event::AccountDeleted { name, .. }
             | Event::LoginFailed { name, .. }
             | Event::LoginFailuresCleared { name, .. } => vec![Key::Account(name.clone())],
+            Event::IdentityBound { identity, .. } => vec![Key::Identity(identity.clone())],
             Event::ActivityRecorded { routes, servers } => {
                 let mut keys: Vec<Key> = routes.iter().map(|(path, _)| Key::Route(path.clone())).collect();
                 keys.extend(servers.iter().map(|activity| Key::User(activity.user.clone())));

@@ -243,6 +243,11 @@ pub struct State {
     /// The native authenticator's accounts by user name.
     #[serde(default)]
     pub accounts: BTreeMap<String, crate::accounts::Account>,
+    /// External identities (an OpenID issuer and subject, `<issuer>#<sub>`) bound to the
+    /// user they log in as: a user is the same person as long as the provider says so,
+    /// whatever their other claims (email, preferred name) become.
+    #[serde(default)]
+    pub identities: BTreeMap<String, String>,
     /// The sequence number of the last event; events are numbered 1, 2, 3, … on every replica.
     pub event_seq: u64,
     /// The sequence number of the last route event, contiguous across route events only.

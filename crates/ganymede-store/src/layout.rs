@@ -17,6 +17,8 @@ pub const OAUTH_CLIENTS: &str = "oauth_clients";
 pub const OAUTH_CODES: &str = "oauth_codes";
 /// The native authenticator's accounts by user name.
 pub const ACCOUNTS: &str = "accounts";
+/// External identities (`<issuer>#<sub>`) → user name.
+pub const IDENTITIES: &str = "identities";
 /// The event log, keyed by big-endian event sequence number.
 pub const EVENTS: &str = "events";
 /// Route events only: big-endian `route_seq` → big-endian event `seq`.
@@ -25,7 +27,7 @@ pub const ROUTE_INDEX: &str = "route_index";
 /// current snapshot.
 pub const META: &str = "meta";
 
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     RAFT_LOG,
     RAFT_META,
     USERS,
@@ -37,12 +39,13 @@ pub const ALL: [&str; 14] = [
     OAUTH_CLIENTS,
     OAUTH_CODES,
     ACCOUNTS,
+    IDENTITIES,
     EVENTS,
     ROUTE_INDEX,
     META,
 ];
 /// The tables that hold the state machine's rows; replaced wholesale by a snapshot.
-pub const STATE_TABLES: [&str; 11] = [
+pub const STATE_TABLES: [&str; 12] = [
     USERS,
     GROUPS,
     SERVICES,
@@ -52,6 +55,7 @@ pub const STATE_TABLES: [&str; 11] = [
     OAUTH_CLIENTS,
     OAUTH_CODES,
     ACCOUNTS,
+    IDENTITIES,
     EVENTS,
     ROUTE_INDEX,
 ];

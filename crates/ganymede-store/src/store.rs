@@ -323,6 +323,10 @@ impl Store {
             let account: ganymede_model::accounts::Account = from_json(layout::ACCOUNTS, &value)?;
             state.accounts.insert(account.name.clone(), account);
         }
+        for value in self.values(layout::IDENTITIES)? {
+            let (identity, user): (String, String) = from_json(layout::IDENTITIES, &value)?;
+            state.identities.insert(identity, user);
+        }
         let meta = self.cf(layout::META);
         if let Some(bytes) = self.db.get_cf(meta, layout::META_COUNTERS)? {
             let counters: Counters = from_json(layout::META, &bytes)?;
@@ -436,6 +440,13 @@ impl Store {
                 hash.as_bytes(),
                 state.oauth_codes.get(hash).map(|code| (hash, code)).as_ref(),
             ),
+            Key::Identity(identity) => put_or_delete(
+                self,
+                batch,
+                layout::IDENTITIES,
+                identity.as_bytes(),
+                state.identities.get(identity).map(|user| (identity, user)).as_ref(),
+            ),
             Key::Account(name) => {
                 put_or_delete(self, batch, layout::ACCOUNTS, name.as_bytes(), state.accounts.get(name))
             }
@@ -473,6 +484,7 @@ impl Store {
         let clients = state.oauth_clients.keys().cloned().map(Key::OAuthClient);
         let codes = state.oauth_codes.keys().cloned().map(Key::OAuthCode);
         let accounts = state.accounts.keys().cloned().map(Key::Account);
+        let identities = state.identities.keys().cloned().map(Key::Identity);
         for key in users
             .into_iter()
             .chain(services)
@@ -482,6 +494,7 @@ impl Store {
             .chain(clients)
             .chain(codes)
             .chain(accounts)
+            .chain(identities)
             .chain([Key::Groups, Key::Cluster])
         {
             self.stage_row(&mut batch, state, &key)?;

@@ -92,6 +92,23 @@ pub struct AuthSection {
     pub ldap_allowed_groups: Vec<String>,
     /// `ldap`: group DNs whose members are admins, and the others are not.
     pub ldap_admin_groups: Vec<String>,
+    /// `oidc`: the OpenID provider's issuer URL.
+    pub oidc_issuer: String,
+    /// `oidc`: this hub's client id there; the secret only from
+    /// `GANYMEDE_OIDC_CLIENT_SECRET`.
+    pub oidc_client_id: String,
+    /// `oidc`: the callback the provider redirects to, `<public URL>/hub/oauth_callback`.
+    pub oidc_redirect_url: String,
+    /// `oidc`: scopes beyond `openid`.
+    pub oidc_scopes: Vec<String>,
+    /// `oidc`: the claim that names a user at their first login (then `sub` keys them).
+    pub oidc_username_claim: String,
+    /// `oidc`: the claim that lists a user's groups.
+    pub oidc_groups_claim: String,
+    /// `oidc`: only members of these groups may log in (empty: everyone).
+    pub oidc_allowed_groups: Vec<String>,
+    /// `oidc`: members of these groups are admins, and the others are not.
+    pub oidc_admin_groups: Vec<String>,
 }
 
 impl Default for AuthSection {
@@ -112,6 +129,14 @@ impl Default for AuthSection {
             ldap_search_bind_dn: String::new(),
             ldap_allowed_groups: Vec::new(),
             ldap_admin_groups: Vec::new(),
+            oidc_issuer: String::new(),
+            oidc_client_id: String::new(),
+            oidc_redirect_url: String::new(),
+            oidc_scopes: ganymede_hub::OidcSettings::default().scopes,
+            oidc_username_claim: "preferred_username".into(),
+            oidc_groups_claim: "groups".into(),
+            oidc_allowed_groups: Vec::new(),
+            oidc_admin_groups: Vec::new(),
         }
     }
 }
@@ -375,6 +400,12 @@ pub fn load(
     {
         *shared = Some(password.into());
     }
+    if let ganymede_hub::Authenticator::Oidc(oidc) = &mut config.auth.authenticator {
+        oidc.client_secret = env
+            .iter()
+            .find(|(name, _)| name == "GANYMEDE_OIDC_CLIENT_SECRET")
+            .map(|(_, value)| value.clone().into());
+    }
     if let ganymede_hub::Authenticator::Ldap(ldap) = &mut config.auth.authenticator {
         ldap.search_bind_password = env
             .iter()
@@ -488,10 +519,32 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
                     ..Default::default()
                 })
             }
+            "oidc" => {
+                for (key, value) in [
+                    ("auth.oidc_issuer", &auth.oidc_issuer),
+                    ("auth.oidc_client_id", &auth.oidc_client_id),
+                    ("auth.oidc_redirect_url", &auth.oidc_redirect_url),
+                ] {
+                    if value.is_empty() {
+                        return Err(invalid(key, "the oidc authenticator needs it"));
+                    }
+                }
+                ganymede_hub::Authenticator::Oidc(ganymede_hub::OidcSettings {
+                    issuer: auth.oidc_issuer,
+                    client_id: auth.oidc_client_id,
+                    client_secret: None,
+                    redirect_url: auth.oidc_redirect_url,
+                    scopes: auth.oidc_scopes,
+                    username_claim: auth.oidc_username_claim,
+                    groups_claim: auth.oidc_groups_claim,
+                    allowed_groups: auth.oidc_allowed_groups,
+                    admin_groups: auth.oidc_admin_groups,
+                })
+            }
             other => {
                 return Err(invalid(
                     "auth.authenticator",
-                    format!("{other:?} is not an authenticator this hub has (native, dummy, ldap)"),
+                    format!("{other:?} is not an authenticator this hub has (native, dummy, ldap, oidc)"),
                 ));
             }
         },

@@ -99,6 +99,24 @@ pub(super) fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rej
                 }]
             })
         }
+        Command::BindIdentity { identity, user, at } => {
+            match state.identities.get(identity) {
+                Some(bound) if bound == user => return Ok(vec![]),
+                Some(_) => return Err(Rejection::IdentityConflict { user: user.clone() }),
+                None => {}
+            }
+            if state.identities.values().any(|bound| bound == user) {
+                return Err(Rejection::IdentityConflict { user: user.clone() });
+            }
+            if !names::is_valid_user_name(user) {
+                return Err(Rejection::InvalidUserName { name: user.clone() });
+            }
+            Ok(vec![Event::IdentityBound {
+                identity: identity.clone(),
+                user: user.clone(),
+                at: *at,
+            }])
+        }
         _ => Ok(vec![]),
     }
 }
@@ -137,6 +155,9 @@ pub(super) fn evolve(state: &mut State, event: &Event) {
                     account.locked_until = *locked_until;
                 }
             }
+        }
+        Event::IdentityBound { identity, user, .. } => {
+            state.identities.insert(identity.clone(), user.clone());
         }
         Event::LoginFailuresCleared { name, .. } => {
             if let Some(account) = state.accounts.get_mut(name) {

@@ -405,3 +405,28 @@ fn deleting_or_renaming_a_user_carries_the_account_along() {
     );
     assert!(!state.accounts.contains_key("dave"));
 }
+
+#[test]
+fn an_identity_binds_one_user_name_and_keeps_it() {
+    let mut state = State::default();
+    let bind = |identity: &str, user: &str| Command::BindIdentity {
+        identity: identity.into(),
+        user: user.into(),
+        at: T0,
+    };
+    assert_eq!(ok(&mut state, bind("iss#1", "alice")), ["identity_bound"]);
+    assert!(
+        ok(&mut state, bind("iss#1", "alice")).is_empty(),
+        "binding again is a no-op"
+    );
+    assert_eq!(
+        run(&mut state, bind("iss#2", "alice")),
+        Err(Rejection::IdentityConflict { user: "alice".into() }),
+        "another subject cannot take alice's name"
+    );
+    assert_eq!(
+        run(&mut state, bind("iss#1", "alicia")),
+        Err(Rejection::IdentityConflict { user: "alicia".into() }),
+        "nor does a subject get a second name"
+    );
+}

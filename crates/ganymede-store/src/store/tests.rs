@@ -89,6 +89,11 @@ fn commands() -> Vec<Command> {
             },
             at: T0,
         },
+        Command::BindIdentity {
+            identity: "http://issuer#sub-bob".into(),
+            user: "bob".into(),
+            at: T0,
+        },
         Command::SignUp {
             name: "bob".into(),
             password_hash: "$argon2id$x".into(),
@@ -208,6 +213,10 @@ fn applied_state_survives_reopen_exactly() {
     let store = Store::open(dir.path(), 1).expect("open");
     let state = apply_all(&store, &commands());
     assert!(state.accounts.contains_key("robert"), "the account followed the rename");
+    assert_eq!(
+        state.identities["http://issuer#sub-bob"], "robert",
+        "so did the identity"
+    );
     assert!(state.oauth_clients.contains_key("service-admin") && state.oauth_codes.contains_key("code-hash"));
     assert!(
         !state.oauth_clients.contains_key("jupyterhub-user-alice"),
