@@ -1,6 +1,6 @@
 //! `/groups…`: groups, their members and properties.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -11,7 +11,7 @@ use ganymede_raft::Applied;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiJson, OptionalApiJson, Page, PageQuery, empty};
+use super::{ApiJson, ApiQuery, OptionalApiJson, Page, PageQuery, empty};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -48,7 +48,7 @@ async fn list_groups(
     caller: Caller,
     headers: HeaderMap,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_any(&["list:groups"])?;
     let page = Page::new(&query, &headers)?;

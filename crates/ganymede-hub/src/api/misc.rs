@@ -1,6 +1,6 @@
 //! `/info`, `/proxy` and `/services…`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,7 +12,7 @@ use ganymede_raft::Applied;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{OptionalApiJson, Page, PageQuery, empty};
+use super::{ApiQuery, OptionalApiJson, Page, PageQuery, empty};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::render::{iso, now_millis};
@@ -84,8 +84,9 @@ async fn info(caller: Caller) -> Result<Json<Value>, ApiError> {
     let ours = env!("CARGO_PKG_VERSION");
     Ok(Json(json!({
         "version": JUPYTERHUB_VERSION,
-        "python": Value::Null,
-        "sys_executable": Value::Null,
+        // Strings, as clients expect; there is no Python in the hub.
+        "python": format!("none (Ganymede {} is Rust)", env!("CARGO_PKG_VERSION")),
+        "sys_executable": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
         "spawner": { "class": "ganymede.LocalProcessSpawner", "version": ours },
         "authenticator": { "class": "ganymede.Authenticator", "version": ours },
     })))
@@ -97,7 +98,7 @@ async fn proxy_table(
     caller: Caller,
     headers: HeaderMap,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_everywhere("proxy")?;
     let page = Page::new(&query, &headers)?;

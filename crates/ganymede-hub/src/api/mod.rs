@@ -7,7 +7,6 @@ mod servers;
 mod tokens;
 mod users;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +31,8 @@ pub fn router(hub: Hub) -> Router {
         .merge(misc::routes())
         .merge(cluster::routes())
         .merge(crate::oauth_provider::routes())
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(method_errors));
     // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
     // version endpoint; the nested "/" answers the first.
     Router::new()
@@ -67,41 +67,63 @@ async fn health() -> impl IntoResponse {
     (StatusCode::OK, [("content-type", "text/html; charset=UTF-8")], "")
 }
 
+/// A method a path does not have: JupyterHub's JSON error (axum's 405 has no body), and
+/// `OPTIONS` answered with the `Allow` list, as JupyterHub's API handlers do.
+async fn method_errors(request: Request, next: axum::middleware::Next) -> Response {
+    let options = request.method() == axum::http::Method::OPTIONS;
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let mut answer = if options {
+        empty(StatusCode::OK)
+    } else {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response()
+    };
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    answer
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found()
 }
 
-/// A JSON body whose every failure (malformed, wrong type, unknown field, too large,
-/// wrong content type) is answered in JupyterHub's error shape.
+/// A JSON body whose every failure (malformed, wrong type, unknown field, too large) is
+/// answered in JupyterHub's error shape. Like JupyterHub, the body is parsed whatever
+/// its `Content-Type` says: token-authenticated callers (curl `-d`) often send it as a
+/// form, and cookie-authenticated form posts are already refused before this.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        match OptionalApiJson::<T>::from_request(request, state).await? {
+            OptionalApiJson(Some(value)) => Ok(ApiJson(value)),
+            OptionalApiJson(None) => Err(ApiError::bad_request("A JSON request body is required")),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let message = match &rejection {
-        JsonRejection::JsonDataError(err) => format!("Invalid JSON body: {}", err.body_text()),
-        JsonRejection::JsonSyntaxError(err) => format!("Malformed JSON body: {}", err.body_text()),
-        JsonRejection::MissingJsonContentType(_) => "Request body must be JSON (Content-Type: application/json)".into(),
-        other if status == StatusCode::PAYLOAD_TOO_LARGE => format!("Request body too large: {}", other.body_text()),
-        other => other.body_text(),
-    };
-    // axum answers a JSON body that does not fit the type with 422; JupyterHub says 400.
-    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
-    ApiError::new(status, message)
+/// Query parameters as JupyterHub (tornado's `get_argument`) reads them: a parameter
+/// given twice takes its last value; every failure is a JSON 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let last_wins: std::collections::BTreeMap<String, String> =
+            form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        serde_json::to_value(last_wins)
+            .and_then(serde_json::from_value)
+            .map(ApiQuery)
+            .map_err(|err| ApiError::bad_request(format!("Invalid query: {err}")))
+    }
 }
 
 /// An optional JSON body: absent or empty means `None`.

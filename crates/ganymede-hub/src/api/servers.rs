@@ -190,7 +190,6 @@ async fn start(
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct CreateServerBody {
     display_name: Option<String>,
     user_options: Option<Value>,
@@ -303,7 +302,6 @@ async fn update(
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct StopBody {
     #[serde(default)]
     remove: bool,

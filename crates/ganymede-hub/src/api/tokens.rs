@@ -55,7 +55,6 @@ async fn list_tokens(
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct CreateTokenBody {
     note: Option<String>,
     expires_in: Option<Value>,

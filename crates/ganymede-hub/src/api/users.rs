@@ -1,6 +1,6 @@
 //! `/hub/api/user`, `/hub/api/users…` and user activity.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use ganymede_raft::Applied;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiJson, OptionalApiJson, Page, PageQuery, empty, flag};
+use super::{ApiJson, ApiQuery, OptionalApiJson, Page, PageQuery, empty, flag};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -148,7 +148,7 @@ async fn list_users(
     caller: Caller,
     headers: HeaderMap,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_any(&["list:users"])?;
     let page = Page::new(&query.page, &headers)?;
@@ -303,7 +303,7 @@ async fn get_user(
     State(hub): State<Hub>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(query): Query<GetUserQuery>,
+    ApiQuery(query): ApiQuery<GetUserQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let servers = if flag(&query.include_stopped_servers) {
         ServerFilter::All
