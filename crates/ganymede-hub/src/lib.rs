@@ -115,6 +115,8 @@ pub struct Hub {
     pub server_tokens: Arc<ServerTokens>,
     /// Stops this replica (`POST /shutdown`); set by whoever runs the hub.
     shutdown: Option<CancellationToken>,
+    /// What `/hub/metrics` serves: the process's Prometheus recorder, if one is installed.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Derived from the replicated cluster secret once it is known.
     cookie_key: Arc<std::sync::OnceLock<session::CookieKey>>,
 }
@@ -130,6 +132,7 @@ impl Hub {
             server_tokens: Arc::default(),
             oidc: Arc::default(),
             shutdown: None,
+            metrics: None,
             cookie_key: Arc::default(),
         }
     }
@@ -138,6 +141,17 @@ impl Hub {
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
         self.shutdown = Some(shutdown);
         self
+    }
+
+    /// Serves `handle`'s metrics at `/hub/metrics` and `/hub/api/metrics`.
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// The metrics text, in Prometheus' exposition format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.as_ref().map(|handle| handle.render()).unwrap_or_default()
     }
 
     /// Stops this replica a moment from now, once the current response is on its way.

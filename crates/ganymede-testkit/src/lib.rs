@@ -199,7 +199,6 @@ impl TestCluster {
     /// Starts (or restarts) replica `node_id` on its ports and data directory.
     pub async fn start_node(&mut self, node_id: u64) {
         let slot = self.slots.get(&node_id).expect("known node").clone();
-        let raft_listener = bind_retrying(&slot.node.raft_addr).await;
         let api_listener = bind_retrying(&slot.node.api_addr).await;
         let proxy_listener = bind_retrying(&slot.proxy_api_addr).await;
         let shutdown = CancellationToken::new();
@@ -216,9 +215,20 @@ impl TestCluster {
             logs_kept_after_snapshot: self.timings.logs_kept_after_snapshot,
             request_timeout: Duration::from_secs(10),
         };
-        let raft = RaftHandle::start(config, raft_listener, &tasks, shutdown.clone())
-            .await
-            .expect("start replica");
+        // A replica killed a moment ago may still be closing its database (openraft's
+        // tasks wind down after `shutdown` returns): retry while RocksDB says it is locked.
+        let mut attempts = 0;
+        let raft = loop {
+            let raft_listener = bind_retrying(&slot.node.raft_addr).await;
+            match RaftHandle::start(config.clone(), raft_listener, &tasks, shutdown.clone()).await {
+                Ok(raft) => break raft,
+                Err(err) if attempts < 80 && format!("{err:?}").contains("lock") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => panic!("start replica {node_id}: {err}"),
+            }
+        };
         tasks.spawn(ganymede_hub::provision(
             raft.clone(),
             Some(ADMIN_TOKEN.into()),

@@ -1000,3 +1000,47 @@ async fn t70_lenient_where_jupyterhub_is_lenient_and_json_errors_everywhere() {
         "{info}"
     );
 }
+
+/// `/hub/metrics` needs `read:metrics` (admins have it; users do not), unless
+/// `authenticate_prometheus` is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t80_metrics_need_read_metrics_unless_prometheus_is_trusted() {
+    let cluster = TestCluster::start_with_settings(1, Timings::default(), test_settings()).await;
+    let admin = cluster.hub(1).api.clone();
+    let (status, _) = admin.post("/hub/api/users/alice", json!({})).await.expect("alice");
+    assert_eq!(status, 201);
+    let (_, token) = admin
+        .post("/hub/api/users/alice/tokens", json!({}))
+        .await
+        .expect("token");
+    let alice = admin.with_token(token["token"].as_str());
+    for path in ["/hub/metrics", "/hub/api/metrics"] {
+        assert_eq!(
+            admin.with_token(None).get(path).await.expect("anonymous").0,
+            403,
+            "{path}"
+        );
+        assert_eq!(alice.get(path).await.expect("alice").0, 403, "{path}");
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", admin.base))
+            .header(
+                "authorization",
+                format!("token {}", admin.token_value().expect("token")),
+            )
+            .send()
+            .await
+            .expect("admin");
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+    }
+    drop(cluster);
+    let mut open = test_settings();
+    open.authenticate_prometheus = false;
+    let cluster = TestCluster::start_with_settings(1, Timings::default(), open).await;
+    let anonymous = cluster.hub(1).api.with_token(None);
+    assert_eq!(anonymous.get("/hub/metrics").await.expect("open").0, 200);
+}

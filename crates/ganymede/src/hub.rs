@@ -109,6 +109,14 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         config.auth.clone(),
     )
     .with_shutdown(shutdown.clone());
+    // One recorder per process; a hub embedded twice in one process (tests) shares it.
+    let hub = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => hub.with_metrics(handle),
+        Err(err) => {
+            tracing::warn!(error = %err, "no Prometheus recorder: /hub/metrics will be empty");
+            hub
+        }
+    };
     tasks.spawn(hub.clone().run_background(shutdown.clone()));
     if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {
         let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));

@@ -24,6 +24,7 @@ pub fn router(hub: Hub) -> Router {
     let api = Router::new()
         .route("/", get(version))
         .route("/health", get(health).head(health))
+        .route("/metrics", get(metrics))
         .merge(users::routes())
         .merge(servers::routes())
         .merge(tokens::routes())
@@ -39,6 +40,7 @@ pub fn router(hub: Hub) -> Router {
         .nest("/hub/api", api)
         .route("/hub/api/", get(version))
         .route("/hub/health", get(health).head(health))
+        .route("/hub/metrics", get(metrics))
         .merge(crate::pages::routes())
         .fallback(crate::pages::not_found_page)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -65,6 +67,22 @@ async fn version() -> Response {
 /// Liveness: answers while the process serves HTTP, without touching Raft.
 async fn health() -> impl IntoResponse {
     (StatusCode::OK, [("content-type", "text/html; charset=UTF-8")], "")
+}
+
+/// Prometheus' scrape (`/hub/metrics`, `/hub/api/metrics`): `read:metrics` unless
+/// `authenticate_prometheus` is off, as in JupyterHub.
+async fn metrics(
+    axum::extract::State(hub): axum::extract::State<Hub>,
+    caller: Result<crate::auth::Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    if hub.settings.authenticate_prometheus {
+        caller?.require_everywhere("read:metrics")?;
+    }
+    Ok((
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        hub.render_metrics(),
+    )
+        .into_response())
 }
 
 /// A method a path does not have: JupyterHub's JSON error (axum's 405 has no body), and
@@ -136,17 +154,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalApiJson<T> 
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
-                ApiError::new(
-                    rejection.status(),
-                    format!("Cannot read request body: {}", rejection.body_text()),
-                )
+                let status = rejection.status();
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("Request body too large: {}", rejection.body_text())
+                } else {
+                    format!("Cannot read request body: {}", rejection.body_text())
+                };
+                ApiError::new(status, message)
             })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalApiJson(None));
         }
-        serde_json::from_slice(&bytes)
+        // With the path of a misfit field in the message, as axum's `Json` gives it.
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
             .map(|value| OptionalApiJson(Some(value)))
-            .map_err(|err| ApiError::bad_request(format!("Invalid JSON body: {err}")))
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if inner.is_data() {
+                    ApiError::bad_request(format!("Invalid JSON body: {path}: {inner}"))
+                } else {
+                    ApiError::bad_request(format!("Malformed JSON body: {inner}"))
+                }
+            })
     }
 }
 
