@@ -191,11 +191,12 @@ async fn check_account(
     name: &str,
     password: &str,
 ) -> Result<(), LoginRefused> {
-    let find = |state: &ganymede_model::State| state.accounts.get(name).cloned();
-    let account = match raft.read_local(find) {
-        Some(account) => Some(account),
-        None => raft.read(find).await.map_err(|_| LoginRefused::Unavailable)?,
-    };
+    // A linearizable read: a password changed (or a lock set) through another replica
+    // counts here at once, not a heartbeat later.
+    let account = raft
+        .read(|state| state.accounts.get(name).cloned())
+        .await
+        .map_err(|_| LoginRefused::Unavailable)?;
     let now = crate::render::now_millis();
     let Some(account) = account else {
         // As slow as a real check, so that timing does not tell which names exist.

@@ -32,8 +32,7 @@ pub fn router(hub: Hub) -> Router {
         .merge(misc::routes())
         .merge(cluster::routes())
         .merge(crate::oauth_provider::routes())
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(method_errors));
+        .fallback(not_found);
     // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
     // version endpoint; the nested "/" answers the first.
     Router::new()
@@ -43,6 +42,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/hub/metrics", get(metrics))
         .merge(crate::pages::routes())
         .fallback(crate::pages::not_found_page)
+        .layer(axum::middleware::from_fn(method_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::map_response(version_header))
         .with_state(hub)
@@ -89,8 +89,9 @@ async fn metrics(
 /// `OPTIONS` answered with the `Allow` list, as JupyterHub's API handlers do.
 async fn method_errors(request: Request, next: axum::middleware::Next) -> Response {
     let options = request.method() == axum::http::Method::OPTIONS;
+    let api = request.uri().path().starts_with("/hub/api");
     let response = next.run(request).await;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+    if !api || response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
     let allow = response.headers().get(axum::http::header::ALLOW).cloned();
