@@ -116,6 +116,36 @@ impl Discovery {
     }
 }
 
+/// The client for the discovered provider: its endpoints, this hub's id, secret and
+/// callback.
+type ProviderClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+impl Discovery {
+    async fn client(&self, settings: &OidcSettings) -> Result<ProviderClient, LoginRefused> {
+        let metadata = self.metadata(settings).await?;
+        let redirect = RedirectUrl::new(settings.redirect_url.clone()).map_err(|_| {
+            warn!("auth.oidc_redirect_url is not a URL");
+            LoginRefused::Unavailable
+        })?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(settings.client_id.clone()),
+            settings
+                .client_secret
+                .as_ref()
+                .map(|secret| ClientSecret::new(secret.expose().to_owned())),
+        )
+        .set_redirect_uri(redirect))
+    }
+}
+
 fn settings(hub: &Hub) -> Option<(&OidcSettings, Arc<Discovery>)> {
     match &hub.auth.authenticator {
         crate::Authenticator::Oidc(settings) => Some((settings, hub.oidc.clone())),
@@ -158,25 +188,10 @@ async fn oauth_login(State(hub): State<Hub>, headers: HeaderMap, Query(query): Q
     let Some((settings, discovery)) = settings(&hub) else {
         return failure(StatusCode::NOT_FOUND, "This hub does not use an OpenID provider.");
     };
-    let metadata = match discovery.metadata(settings).await {
-        Ok(metadata) => metadata,
+    let client = match discovery.client(settings).await {
+        Ok(client) => client,
         Err(refused) => return failure(StatusCode::SERVICE_UNAVAILABLE, &refused.message()),
     };
-    let Ok(redirect) = RedirectUrl::new(settings.redirect_url.clone()) else {
-        return failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "auth.oidc_redirect_url is not a URL.",
-        );
-    };
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(settings.client_id.clone()),
-        settings
-            .client_secret
-            .as_ref()
-            .map(|secret| ClientSecret::new(secret.expose().to_owned())),
-    )
-    .set_redirect_uri(redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client
         .authorize_url(
@@ -285,17 +300,7 @@ async fn identify(
     code: String,
     login_state: &LoginState,
 ) -> Result<Login, LoginRefused> {
-    let metadata = discovery.metadata(settings).await?;
-    let redirect = RedirectUrl::new(settings.redirect_url.clone()).map_err(|_| LoginRefused::Unavailable)?;
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(settings.client_id.clone()),
-        settings
-            .client_secret
-            .as_ref()
-            .map(|secret| ClientSecret::new(secret.expose().to_owned())),
-    )
-    .set_redirect_uri(redirect);
+    let client = discovery.client(settings).await?;
     let tokens = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|_| LoginRefused::Unavailable)?
