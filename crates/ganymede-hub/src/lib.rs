@@ -21,6 +21,7 @@ mod proxy_api;
 mod render;
 pub mod session;
 mod spawn_tokens;
+mod templates;
 mod token_page;
 pub mod tokens;
 

@@ -14,15 +14,18 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use ganymede_model::{Command, Rejection};
 use ganymede_raft::Applied;
+use minijinja::context;
+use minijinja::value::Serde;
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::Hub;
 use crate::authenticator::{NativeSettings, normalized};
-use crate::pages::{anonymous_xsrf, escape, is_https, page, set_cookie};
+use crate::pages::{anonymous_xsrf, is_https, set_cookie};
 use crate::render::now_millis;
 use crate::session::{XSRF_COOKIE, cookie};
+use crate::templates::{alert, message, render};
 use crate::token_page::{forged, signed_in};
 
 pub fn routes() -> Router<Hub> {
@@ -69,31 +72,24 @@ pub async fn verify_password(password: String, hash: Option<String>) -> bool {
 }
 
 fn not_native() -> Response {
-    page(
+    message(
         StatusCode::NOT_FOUND,
         "Not found",
-        "<p>This hub does not keep its own accounts.</p>",
+        "This hub does not keep its own accounts.",
     )
 }
 
-fn signup_form(xsrf: &str, message: Option<(&str, bool)>) -> String {
-    let message = message.map_or_else(String::new, |(text, error)| {
-        format!(
-            "<p class=\"{}\" role=\"alert\" id=\"signup-message\">{}</p>",
-            if error { "error" } else { "info" },
-            escape(text)
-        )
-    });
-    format!(
-        "<h1>Sign up</h1>{message}\
-         <form method=\"post\" action=\"/hub/signup\">\
-         <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
-         <label>Username: <input name=\"username\" id=\"username_input\" autocomplete=\"username\" required></label>\
-         <label>Password: <input name=\"signup_password\" id=\"password_input\" type=\"password\" autocomplete=\"new-password\" required></label>\
-         <label>Confirm password: <input name=\"signup_password_confirmation\" id=\"password_confirmation_input\" type=\"password\" autocomplete=\"new-password\" required></label>\
-         <button type=\"submit\" id=\"signup_submit\">Create account</button></form>\
-         <p><a href=\"/hub/login\">Sign in</a> if you have an account.</p>",
-        xsrf = escape(xsrf),
+/// The sign-up page, with what happened to the last attempt (`(text, is_error)`).
+fn signup_page_for(status: StatusCode, xsrf: &str, outcome: Option<(&str, bool)>) -> Response {
+    render(
+        status,
+        "signup.html",
+        context! {
+            title => "Sign up",
+            form_xsrf => xsrf,
+            message => outcome.map(|(text, _)| text),
+            error => outcome.is_some_and(|(_, error)| error),
+        },
     )
 }
 
@@ -102,7 +98,7 @@ async fn signup_page(State(hub): State<Hub>, headers: HeaderMap) -> Response {
         return not_native();
     }
     let (xsrf, fresh) = anonymous_xsrf(&headers);
-    let mut response = page(StatusCode::OK, "Sign up", &signup_form(&xsrf, None));
+    let mut response = signup_page_for(StatusCode::OK, &xsrf, None);
     if fresh {
         response.headers_mut().append(
             header::SET_COOKIE,
@@ -146,8 +142,7 @@ async fn signup(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form<Sig
         return not_native();
     };
     let (xsrf, _) = anonymous_xsrf(&headers);
-    let refuse =
-        |status: StatusCode, message: &str| page(status, "Sign up", &signup_form(&xsrf, Some((message, true))));
+    let refuse = |status: StatusCode, text: &str| signup_page_for(status, &xsrf, Some((text, true)));
     if form.xsrf.is_empty() || cookie(&headers, XSRF_COOKIE) != Some(form.xsrf.as_str()) {
         return refuse(StatusCode::FORBIDDEN, "Your sign-up form expired. Please try again.");
     }
@@ -180,7 +175,7 @@ async fn signup(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form<Sig
             } else {
                 "Your information has been sent to the admin. You can sign in once your account is authorized."
             };
-            page(StatusCode::OK, "Sign up", &signup_form(&xsrf, Some((message, false))))
+            signup_page_for(StatusCode::OK, &xsrf, Some((message, false)))
         }
         Ok(Applied::Rejected(Rejection::AccountExists { .. })) => {
             refuse(StatusCode::CONFLICT, "That user name is already taken.")
@@ -203,11 +198,7 @@ async fn admin_session(hub: &Hub, headers: &HeaderMap, here: &str) -> Result<(St
         .raft
         .read_local(|state| state.users.get(&session.user).is_some_and(|user| user.admin));
     if !is_admin {
-        return Err(page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "<p>Only admins can do this.</p>",
-        ));
+        return Err(message(StatusCode::FORBIDDEN, "Forbidden", "Only admins can do this."));
     }
     Ok((session.user, xsrf))
 }
@@ -217,43 +208,31 @@ async fn authorize_page(State(hub): State<Hub>, headers: HeaderMap) -> Response 
         Ok(found) => found,
         Err(response) => return response,
     };
-    let rows: String = hub.raft.read_local(|state| {
+    let accounts: Vec<AccountRow> = hub.raft.read_local(|state| {
         state
             .accounts
             .values()
-            .map(|account| {
-                let button = |action: &str, label: &str| {
-                    format!(
-                        "<form method=\"post\" action=\"/hub/authorize/{name_q}\" style=\"display:inline\">\
-                         <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
-                         <input type=\"hidden\" name=\"action\" value=\"{action}\">\
-                         <button type=\"submit\" class=\"{action}\">{label}</button></form>",
-                        name_q = escape(&crate::render::quote(&account.name)),
-                        xsrf = escape(&xsrf),
-                    )
-                };
-                let (status, actions) = if account.authorized {
-                    ("authorized", button("unauthorize", "Unauthorize"))
-                } else {
-                    (
-                        "waiting",
-                        format!("{}{}", button("authorize", "Authorize"), button("discard", "Discard")),
-                    )
-                };
-                format!(
-                    "<tr data-user=\"{name}\"><td>{name}</td><td class=\"status\">{status}</td><td>{actions}</td></tr>",
-                    name = escape(&account.name),
-                )
+            .map(|account| AccountRow {
+                name: account.name.clone(),
+                quoted: crate::render::quote(&account.name),
+                authorized: account.authorized,
             })
             .collect()
     });
-    page(
+    render(
         StatusCode::OK,
-        "Authorize users",
-        &format!(
-            "<h1>Authorize users</h1><table id=\"accounts\"><tr><th>User</th><th>Status</th><th></th></tr>{rows}</table>"
-        ),
+        "accounts.html",
+        context! {title => "Authorize users", form_xsrf => xsrf, accounts => Serde(accounts)},
     )
+}
+
+/// A native account on the authorize page.
+#[derive(Serialize)]
+struct AccountRow {
+    name: String,
+    /// The name as a path segment of the account's form action.
+    quoted: String,
+    authorized: bool,
 }
 
 #[derive(Deserialize)]
@@ -290,48 +269,49 @@ async fn authorize(
             at,
         },
         "discard" => Command::DeleteAccount { name: name.clone(), at },
-        _ => return page(StatusCode::BAD_REQUEST, "Bad request", "<p>Unknown action.</p>"),
+        _ => return alert(StatusCode::BAD_REQUEST, "Bad request", "Unknown action."),
     };
     match hub.raft.propose(command).await {
-        Ok(Applied::Rejected(rejection)) => page(
-            StatusCode::NOT_FOUND,
-            "Authorize users",
-            &format!("<p class=\"error\">{}</p>", escape(&rejection.to_string())),
-        ),
+        Ok(Applied::Rejected(rejection)) => alert(StatusCode::NOT_FOUND, "Authorize users", &rejection.to_string()),
         Ok(_) => {
             info!(admin = %admin, user = %crate::pages::loggable(&name), action = %form.action, "account changed");
             Redirect::to("/hub/authorize").into_response()
         }
-        Err(_) => page(
+        Err(_) => alert(
             StatusCode::SERVICE_UNAVAILABLE,
             "Authorize users",
-            "<p class=\"error\">The hub cannot record this right now. Try again.</p>",
+            "The hub cannot record this right now. Try again.",
         ),
     }
 }
 
-fn change_form(action: &str, xsrf: &str, own: bool, message: Option<(&str, bool)>) -> String {
-    let message = message.map_or_else(String::new, |(text, error)| {
-        format!(
-            "<p class=\"{}\" role=\"alert\" id=\"change-message\">{}</p>",
-            if error { "error" } else { "info" },
-            escape(text)
-        )
-    });
-    let current = if own {
-        "<label>Current password: <input name=\"old_password\" id=\"old_password_input\" type=\"password\" autocomplete=\"current-password\" required></label>"
-    } else {
-        ""
+/// Whose password a change-password page sets: one's own (asks for the current one)
+/// or, for an admin, another user's.
+#[derive(Clone, Copy)]
+enum Whose<'a> {
+    Own,
+    Other(&'a str),
+}
+
+/// The change-password page posting to `action`, with the outcome of the last attempt
+/// (`(text, is_error)`).
+fn change_page(status: StatusCode, action: &str, xsrf: &str, whose: Whose, outcome: Option<(&str, bool)>) -> Response {
+    let (own, name) = match whose {
+        Whose::Own => (true, None),
+        Whose::Other(name) => (false, Some(name)),
     };
-    format!(
-        "<h1>Change password</h1>{message}\
-         <form method=\"post\" action=\"{action}\">\
-         <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">{current}\
-         <label>New password: <input name=\"new_password\" id=\"new_password_input\" type=\"password\" autocomplete=\"new-password\" required></label>\
-         <label>Confirm new password: <input name=\"new_password_confirmation\" id=\"new_password_confirmation_input\" type=\"password\" autocomplete=\"new-password\" required></label>\
-         <button type=\"submit\" id=\"change_submit\">Change password</button></form>",
-        action = escape(action),
-        xsrf = escape(xsrf),
+    render(
+        status,
+        "change_password.html",
+        context! {
+            title => "Change password",
+            action,
+            form_xsrf => xsrf,
+            own,
+            name,
+            message => outcome.map(|(text, _)| text),
+            error => outcome.is_some_and(|(_, error)| error),
+        },
     )
 }
 
@@ -352,11 +332,7 @@ async fn change_own_page(State(hub): State<Hub>, headers: HeaderMap) -> Response
         return not_native();
     }
     match signed_in(&hub, &headers, "/hub/change-password").await {
-        Ok((_, xsrf)) => page(
-            StatusCode::OK,
-            "Change password",
-            &change_form("/hub/change-password", &xsrf, true, None),
-        ),
+        Ok((_, xsrf)) => change_page(StatusCode::OK, "/hub/change-password", &xsrf, Whose::Own, None),
         Err(response) => response,
     }
 }
@@ -377,27 +353,21 @@ async fn change_own(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form
         .raft
         .read_local(|state| state.accounts.get(&session.user).map(|a| a.password_hash.clone()));
     if current.is_none() || !verify_password(form.old_password.clone(), current).await {
-        return page(
+        return change_page(
             StatusCode::FORBIDDEN,
-            "Change password",
-            &change_form(action, &xsrf, true, Some(("Your current password is wrong.", true))),
+            action,
+            &xsrf,
+            Whose::Own,
+            Some(("Your current password is wrong.", true)),
         );
     }
-    set_password(&hub, settings, &session.user, form, action, &xsrf, true).await
+    set_password(&hub, settings, &session.user, form, action, &xsrf, Whose::Own).await
 }
 
 async fn change_other_page(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     let action = format!("/hub/change-password/{}", crate::render::quote(&name));
     match admin_session(&hub, &headers, &action).await {
-        Ok((_, xsrf)) => page(
-            StatusCode::OK,
-            "Change password",
-            &format!(
-                "<p>Setting the password of <strong>{}</strong>.</p>{}",
-                escape(&name),
-                change_form(&action, &xsrf, false, None)
-            ),
-        ),
+        Ok((_, xsrf)) => change_page(StatusCode::OK, &action, &xsrf, Whose::Other(&name), None),
         Err(response) => response,
     }
 }
@@ -419,7 +389,7 @@ async fn change_other(
     let Some(settings) = hub.auth.native() else {
         return not_native();
     };
-    set_password(&hub, settings, &name, form, &action, &xsrf, false).await
+    set_password(&hub, settings, &name, form, &action, &xsrf, Whose::Other(&name)).await
 }
 
 async fn set_password(
@@ -429,15 +399,10 @@ async fn set_password(
     form: ChangeForm,
     action: &str,
     xsrf: &str,
-    own: bool,
+    whose: Whose<'_>,
 ) -> Response {
-    let say = |status: StatusCode, text: &str, error: bool| {
-        page(
-            status,
-            "Change password",
-            &change_form(action, xsrf, own, Some((text, error))),
-        )
-    };
+    let say =
+        |status: StatusCode, text: &str, error: bool| change_page(status, action, xsrf, whose, Some((text, error)));
     if let Err(message) = check_new_password(settings, &form.new_password, &form.new_password_confirmation) {
         return say(StatusCode::BAD_REQUEST, &message, true);
     }

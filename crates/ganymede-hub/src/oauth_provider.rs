@@ -14,6 +14,8 @@ use ganymede_model::oauth::{CODE_LIFETIME_MILLIS, OAuthClient, OAuthClientOwner,
 use ganymede_model::rbac::{Resource, Subject, resolve_for_token};
 use ganymede_model::{Command, Rejection, TokenOwner};
 use ganymede_raft::Applied;
+use minijinja::context;
+use minijinja::value::Serde;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,9 +24,10 @@ use tracing::{info, warn};
 
 use crate::Hub;
 use crate::auth::browser_session;
-use crate::pages::{escape, login_redirect, page, url_quote};
+use crate::pages::{login_redirect, url_quote};
 use crate::render::now_millis;
 use crate::session::COOKIE_MAX_AGE_SECS;
+use crate::templates::{alert, message, render};
 use crate::tokens::hash_token;
 
 pub fn routes() -> Router<Hub> {
@@ -95,10 +98,10 @@ async fn authorize_confirmed(
     };
     let expected = hub.cookie_key().await.map(|key| key.xsrf_token(&session.session_id));
     if expected.is_none() || params.xsrf != expected {
-        return page(
+        return alert(
             StatusCode::FORBIDDEN,
             "Authorization failed",
-            "<p class=\"error\">The authorization form expired. Go back and try again.</p>",
+            "The authorization form expired. Go back and try again.",
         );
     }
     grant(&hub, &session, params, true).await
@@ -132,20 +135,16 @@ fn error_redirect(redirect_uri: &str, error: &str, description: &str, state: Opt
 fn found(target: &str) -> Response {
     match header::HeaderValue::from_str(target) {
         Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
-        Err(_) => page(
-            StatusCode::BAD_REQUEST,
-            "Authorization failed",
-            "<p class=\"error\">Invalid redirect.</p>",
-        ),
+        Err(_) => alert(StatusCode::BAD_REQUEST, "Authorization failed", "Invalid redirect."),
     }
 }
 
 async fn grant(hub: &Hub, session: &crate::auth::BrowserSession, params: AuthorizeParams, confirmed: bool) -> Response {
     let Some(client) = find_client(hub, &params.client_id).await else {
-        return page(
+        return alert(
             StatusCode::BAD_REQUEST,
             "Authorization failed",
-            "<p class=\"error\">Invalid client_id: no such OAuth client.</p>",
+            "Invalid client_id: no such OAuth client.",
         );
     };
     // Never redirect anywhere but the client's registered URI.
@@ -154,10 +153,10 @@ async fn grant(hub: &Hub, session: &crate::auth::BrowserSession, params: Authori
         .clone()
         .unwrap_or_else(|| client.redirect_uri.clone());
     if redirect_uri != client.redirect_uri {
-        return page(
+        return alert(
             StatusCode::BAD_REQUEST,
             "Authorization failed",
-            "<p class=\"error\">Mismatching redirect URI.</p>",
+            "Mismatching redirect URI.",
         );
     }
     let state_param = params.state.as_deref();
@@ -239,13 +238,10 @@ async fn grant(hub: &Hub, session: &crate::auth::BrowserSession, params: Authori
     });
     if !may_access {
         warn!(user = %user, client = %client.id, "OAuth authorization refused: no access scope");
-        return page(
+        return alert(
             StatusCode::FORBIDDEN,
             "Forbidden",
-            &format!(
-                "<p class=\"error\">You do not have permission to access {}.</p>",
-                escape(&client.description)
-            ),
+            &format!("You do not have permission to access {}.", client.description),
         );
     }
     let own_server = matches!(&client.owner, OAuthClientOwner::Server { user: owner, .. } if *owner == user);
@@ -271,17 +267,13 @@ async fn grant(hub: &Hub, session: &crate::auth::BrowserSession, params: Authori
     match hub.raft.propose(command).await {
         Ok(Applied::Events(_)) => {}
         Ok(Applied::Rejected(rejection)) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Authorization failed",
-                &format!("<p class=\"error\">{}</p>", escape(&rejection.to_string())),
-            );
+            return alert(StatusCode::BAD_REQUEST, "Authorization failed", &rejection.to_string());
         }
         Ok(Applied::Nothing) | Err(_) => {
-            return page(
+            return alert(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Authorization failed",
-                "<p class=\"error\">The hub could not record the authorization. Try again.</p>",
+                "The hub could not record the authorization. Try again.",
             );
         }
     }
@@ -307,42 +299,37 @@ async fn confirmation_page(
     scopes: &[String],
 ) -> Response {
     let Some(key) = hub.cookie_key().await else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "<p>The hub is starting.</p>",
-        );
+        return message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The hub is starting.");
     };
-    let hidden =
-        |name: &str, value: &str| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value));
-    let mut fields = hidden("_xsrf", &key.xsrf_token(&session.session_id));
-    fields.push_str(&hidden("client_id", &client.id));
-    fields.push_str(&hidden("redirect_uri", redirect_uri));
-    fields.push_str(&hidden("response_type", &params.response_type));
-    fields.push_str(&hidden("scope", &scopes.join(" ")));
+    // The same request, posted back with the user's XSRF token.
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    let xsrf = key.xsrf_token(&session.session_id);
+    let scope = scopes.join(" ");
+    fields.push(("_xsrf", &xsrf));
+    fields.push(("client_id", &client.id));
+    fields.push(("redirect_uri", redirect_uri));
+    fields.push(("response_type", &params.response_type));
+    fields.push(("scope", &scope));
     for (name, value) in [
         ("state", &params.state),
         ("code_challenge", &params.code_challenge),
         ("code_challenge_method", &params.code_challenge_method),
     ] {
         if let Some(value) = value {
-            fields.push_str(&hidden(name, value));
+            fields.push((name, value));
         }
     }
-    let listed: String = scopes
-        .iter()
-        .map(|scope| format!("<li><code>{}</code></li>", escape(scope)))
-        .collect();
-    let body = format!(
-        "<h1>Authorize access</h1>\
-         <p><strong>{client}</strong> would like permission to identify you as <strong>{user}</strong> \
-         and to act with these scopes:</p><ul id=\"scopes\">{listed}</ul>\
-         <form method=\"post\" action=\"/hub/api/oauth2/authorize\">{fields}\
-         <button type=\"submit\" id=\"authorize\">Authorize</button></form>",
-        client = escape(&client.description),
-        user = escape(&session.user),
-    );
-    page(StatusCode::OK, "Authorize access", &body)
+    render(
+        StatusCode::OK,
+        "consent.html",
+        context! {
+            title => "Authorize access",
+            client => client.description.as_str(),
+            user => session.user.as_str(),
+            scopes => Serde(scopes),
+            fields => Serde(fields),
+        },
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -32,9 +32,10 @@ use tracing::{info, warn};
 
 use crate::Hub;
 use crate::authenticator::{Login, LoginRefused, normalized};
-use crate::pages::{escape, is_https, page, set_cookie};
+use crate::pages::{is_https, set_cookie};
 use crate::render::now_millis;
 use crate::session::cookie;
+use crate::templates::alert_with_link;
 
 /// The cookie that carries one login's state between the two redirects.
 const STATE_COOKIE: &str = "oauthenticator-state";
@@ -174,14 +175,7 @@ struct NextQuery {
 }
 
 fn failure(status: StatusCode, message: &str) -> Response {
-    page(
-        status,
-        "Sign in",
-        &format!(
-            "<h1>Sign in</h1><p class=\"error\" role=\"alert\">{}</p><p><a href=\"/hub/oauth_login\">Try again</a></p>",
-            escape(message)
-        ),
-    )
+    alert_with_link(status, "Sign in", message, ("/hub/oauth_login", "Try again"))
 }
 
 async fn oauth_login(State(hub): State<Hub>, headers: HeaderMap, Query(query): Query<NextQuery>) -> Response {

@@ -1,5 +1,6 @@
-//! The hub's pages under `/hub/`: login (a form with XSRF), logout and home. Plain
-//! server-rendered HTML; every page sends a CSP that forbids framing.
+//! The hub's pages under `/hub/`: login (a form with XSRF), logout, spawn and its
+//! progress, the "server not running" page and error pages; rendered from the
+//! templates in `templates/` (see `crate::templates`).
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,7 +18,9 @@ use crate::render::{now_millis, server_url};
 use crate::session::{
     COOKIE_MAX_AGE_SECS, LOGIN_COOKIE, SESSION_ID_COOKIE, XSRF_COOKIE, cookie, hash_session_secret, is_local_path,
 };
+use crate::templates::{alert, message, render};
 use crate::tokens::new_token;
+use minijinja::context;
 
 pub fn routes() -> Router<Hub> {
     Router::new()
@@ -63,13 +66,16 @@ fn error_text(status: StatusCode) -> &'static str {
 }
 
 fn error_response(status: StatusCode) -> Response {
-    let body = format!(
-        "<h1>{code} : {reason}</h1><p>{text}</p><p><a href=\"/hub/home\">Home</a></p>",
-        code = status.as_u16(),
-        reason = escape(status.canonical_reason().unwrap_or("Error")),
-        text = escape(error_text(status)),
-    );
-    page(status, &format!("{} error", status.as_u16()), &body)
+    render(
+        status,
+        "error.html",
+        context! {
+            title => format!("{} error", status.as_u16()),
+            code => status.as_u16(),
+            reason => status.canonical_reason().unwrap_or("Error"),
+            text => error_text(status),
+        },
+    )
 }
 
 /// `/hub/error/<code>`: where configurable-http-proxy sends the requests it cannot serve
@@ -165,10 +171,10 @@ async fn server_session(
         return Err(login_redirect(&here(name, server)));
     };
     if !may(hub, &session.user, scope, name, server) {
-        return Err(page(
+        return Err(message(
             StatusCode::FORBIDDEN,
             "Forbidden",
-            "<p>You may not use this server.</p>",
+            "You may not use this server.",
         ));
     }
     Ok(session)
@@ -190,24 +196,20 @@ async fn spawn(hub: Hub, headers: HeaderMap, name: String, server: String, next:
         .filter(|next| is_local_path(next))
         .unwrap_or_else(|| server_url(&name, &server));
     match phase {
-        None => return page(StatusCode::NOT_FOUND, "Not found", "<p>No such user.</p>"),
+        None => return message(StatusCode::NOT_FOUND, "Not found", "No such user."),
         Some(Some(ServerPhase::Running)) => return Redirect::to(&target).into_response(),
         Some(Some(ServerPhase::PendingSpawn)) => return Redirect::to(&pending_path(&name, &server)).into_response(),
         Some(Some(ServerPhase::PendingStop)) => {
-            return page(
+            return message(
                 StatusCode::BAD_REQUEST,
                 "Server stopping",
-                "<p>Your server is stopping. Try again in a moment.</p>",
+                "Your server is stopping. Try again in a moment.",
             );
         }
         Some(_) => {}
     }
     if !server.is_empty() && !hub.settings.allow_named_servers {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Not allowed",
-            "<p>Named servers are not enabled.</p>",
-        );
+        return message(StatusCode::BAD_REQUEST, "Not allowed", "Named servers are not enabled.");
     }
     match hub.request_spawn(&name, &server, serde_json::json!({})).await {
         Ok(Applied::Rejected(Rejection::ServerActive { .. })) | Ok(Applied::Events(_)) | Ok(Applied::Nothing) => {
@@ -216,17 +218,9 @@ async fn spawn(hub: Hub, headers: HeaderMap, name: String, server: String, next:
         Ok(Applied::Rejected(rejection)) => {
             let error = crate::error::ApiError::from(rejection);
             let message = error.message.unwrap_or_default();
-            page(
-                error.status,
-                "Cannot start",
-                &format!("<p class=\"error\">{}</p>", escape(&message)),
-            )
+            alert(error.status, "Cannot start", &message)
         }
-        Err(err) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Cannot start",
-            &format!("<p class=\"error\">{}</p>", escape(&err.to_string())),
-        ),
+        Err(err) => alert(StatusCode::SERVICE_UNAVAILABLE, "Cannot start", &err.to_string()),
     }
 }
 
@@ -263,11 +257,7 @@ async fn pending(hub: Hub, headers: HeaderMap, name: String, server: String) -> 
         }
     }
     let Some(key) = hub.cookie_key().await else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "<p>The hub is starting.</p>",
-        );
+        return message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The hub is starting.");
     };
     let progress = if server.is_empty() {
         format!("/hub/api/users/{}/server/progress", crate::render::quote(&name))
@@ -279,32 +269,11 @@ async fn pending(hub: Hub, headers: HeaderMap, name: String, server: String) -> 
         )
     };
     let progress_url = format!("{progress}?_xsrf={}", key.xsrf_token(&session.session_id));
-    let body = format!(
-        "<h1>Your server is starting up.</h1>\
-         <p>You will be redirected automatically when it's ready for you.</p>\
-         <progress id=\"progress-bar\" max=\"100\" value=\"0\" data-progress-url=\"{url}\"></progress>\
-         <p id=\"progress-message\">Server requested</p><ul id=\"progress-log\"></ul>\
-         <script>\
-         (function () {{\
-           var bar = document.getElementById('progress-bar');\
-           var message = document.getElementById('progress-message');\
-           var log = document.getElementById('progress-log');\
-           var source = new EventSource(bar.dataset.progressUrl);\
-           source.onmessage = function (e) {{\
-             var event = JSON.parse(e.data);\
-             if (event.progress !== undefined) {{ bar.value = event.progress; }}\
-             if (event.message) {{\
-               message.textContent = event.message;\
-               var item = document.createElement('li'); item.textContent = event.message; log.appendChild(item);\
-             }}\
-             if (event.ready) {{ source.close(); window.location.href = event.url; }}\
-             if (event.failed) {{ source.close(); message.className = 'error'; }}\
-           }};\
-         }})();\
-         </script>",
-        url = escape(&progress_url),
-    );
-    page(StatusCode::OK, "Starting", &body)
+    render(
+        StatusCode::OK,
+        "spawn_pending.html",
+        context! {title => "Starting", progress_url},
+    )
 }
 
 /// A request for a user's server that reached the hub: the server is not running (the
@@ -372,14 +341,15 @@ async fn not_running(hub: &Hub, headers: &HeaderMap, name: String, rest: String)
         let message = format!("JupyterHub server no longer running at {path}. Restart the server at {spawn_url}");
         return crate::error::ApiError::new(StatusCode::FAILED_DEPENDENCY, message).into_response();
     }
-    let body = format!(
-        "<h1>Server not running</h1><p>Your server at <code>{path}</code> is not running. \
-         Would you like to start it?</p><p><a class=\"btn\" id=\"start\" href=\"{spawn}?next={next}\">Launch server</a></p>",
-        path = escape(&path),
-        spawn = escape(&spawn_path),
-        next = escape(&url_quote(&path)),
-    );
-    page(StatusCode::FAILED_DEPENDENCY, "Server not running", &body)
+    render(
+        StatusCode::FAILED_DEPENDENCY,
+        "not_running.html",
+        context! {
+            title => "Server not running",
+            spawn_url => format!("{spawn_path}?next={}", url_quote(&path)),
+            path,
+        },
+    )
 }
 
 /// `/hub/user-redirect/<path>` → `/user/<me>/<path>` (JupyterLab's share links).
@@ -392,55 +362,6 @@ async fn user_redirect(
         Some(session) => Redirect::to(&format!("/user/{}/{rest}", crate::render::quote(&session.user))).into_response(),
         None => login_redirect(&format!("/hub/user-redirect/{rest}")),
     }
-}
-
-/// `&`, `<`, `>`, `"`, `'` escaped for HTML text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A whole page in the hub's frame.
-pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    page_with_body_attributes(status, title, body, "")
-}
-
-/// A page whose script calls the API: the XSRF token rides on `<body data-xsrf>`.
-pub fn page_with_xsrf(status: StatusCode, title: &str, body: &str, xsrf: &str) -> Response {
-    page_with_body_attributes(status, title, body, &format!(" data-xsrf=\"{}\"", escape(xsrf)))
-}
-
-fn page_with_body_attributes(status: StatusCode, title: &str, body: &str, attributes: &str) -> Response {
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} — JupyterHub</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:sans-serif;max-width:48em;margin:3em auto;padding:0 1em}}\
-         label{{display:block;margin:.5em 0}}input{{font-size:1em}}.error{{color:#b00}}\
-         table{{border-collapse:collapse}}td,th{{padding:.2em .6em;text-align:left}}</style></head>\
-         <body{attributes}><header><a href=\"/hub/home\">Ganymede</a></header><main>{body}</main></body></html>",
-        title = escape(title),
-    );
-    let mut response = (status, html).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=UTF-8"),
-    );
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static("frame-ancestors 'none'; report-uri /hub/security/csp-report"),
-    );
-    response
 }
 
 /// Whether the browser reached us over HTTPS (directly or through the edge).
@@ -483,37 +404,19 @@ pub async fn session_user(hub: &Hub, headers: &HeaderMap) -> Option<crate::auth:
     crate::auth::browser_session(hub, headers).await
 }
 
-fn login_form(next: &str, xsrf: &str, error: Option<&str>, signup: bool) -> String {
-    login_form_for(next, xsrf, error, signup, false)
-}
-
-fn login_form_for(next: &str, xsrf: &str, error: Option<&str>, signup: bool, external: bool) -> String {
-    if external {
-        let error = error.map_or_else(String::new, |e| {
-            format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
-        });
-        return format!(
-            "<h1>Sign in</h1>{error}<p><a class=\"button\" id=\"oauth-login\" href=\"/hub/oauth_login?next={}\">\
-             Sign in with your identity provider</a></p>",
-            escape(&url_quote(next))
-        );
-    }
-    let error = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
-    });
-    format!(
-        "<h1>Sign in</h1>{error}\
-         <form method=\"post\" action=\"/hub/login?next={next_q}\">\
-         <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
-         <label>Username: <input name=\"username\" id=\"username_input\" autocomplete=\"username\" autofocus required></label>\
-         <label>Password: <input name=\"password\" id=\"password_input\" type=\"password\" autocomplete=\"current-password\"></label>\
-         <button type=\"submit\" id=\"login_submit\">Sign in</button></form>{signup}",
-        next_q = escape(&url_quote(next)),
-        xsrf = escape(xsrf),
-        signup = if signup {
-            "<p><a href=\"/hub/signup\" id=\"signup\">Sign up</a> for an account.</p>"
-        } else {
-            ""
+/// The sign-in page: the username/password form, or (with an external identity
+/// provider) the link to it.
+fn login_page_for(hub: &Hub, status: StatusCode, next: &str, xsrf: &str, error: Option<&str>) -> Response {
+    render(
+        status,
+        "login.html",
+        context! {
+            title => "Sign in",
+            next_quoted => url_quote(next),
+            form_xsrf => xsrf,
+            error,
+            signup => hub.auth.native().is_some(),
+            external => matches!(hub.auth.authenticator, crate::Authenticator::Oidc(_)),
         },
     )
 }
@@ -545,17 +448,7 @@ async fn login_page(State(hub): State<Hub>, headers: HeaderMap, Query(query): Qu
         return Redirect::to(&next).into_response();
     }
     let (xsrf, fresh) = anonymous_xsrf(&headers);
-    let mut response = page(
-        StatusCode::OK,
-        "Sign in",
-        &login_form_for(
-            &next,
-            &xsrf,
-            None,
-            hub.auth.native().is_some(),
-            matches!(hub.auth.authenticator, crate::Authenticator::Oidc(_)),
-        ),
-    );
+    let mut response = login_page_for(&hub, StatusCode::OK, &next, &xsrf, None);
     if fresh {
         response.headers_mut().append(
             header::SET_COOKIE,
@@ -598,15 +491,12 @@ async fn login(
     let next = next_or_home(query.next.as_deref());
     let (xsrf, _) = anonymous_xsrf(&headers);
     if form.xsrf.is_empty() || cookie(&headers, XSRF_COOKIE) != Some(form.xsrf.as_str()) {
-        return page(
+        return login_page_for(
+            &hub,
             StatusCode::FORBIDDEN,
-            "Sign in",
-            &login_form(
-                &next,
-                &xsrf,
-                Some("Your sign-in form expired. Please try again."),
-                hub.auth.native().is_some(),
-            ),
+            &next,
+            &xsrf,
+            Some("Your sign-in form expired. Please try again."),
         );
     }
     let started = std::time::Instant::now();
@@ -620,11 +510,7 @@ async fn login(
             } else {
                 StatusCode::FORBIDDEN
             };
-            return page(
-                status,
-                "Sign in",
-                &login_form(&next, &xsrf, Some(&refused.message()), hub.auth.native().is_some()),
-            );
+            return login_page_for(&hub, status, &next, &xsrf, Some(&refused.message()));
         }
     };
     let login = crate::authenticator::Login { name, admin };
@@ -643,16 +529,7 @@ pub(crate) async fn finish_login(
 ) -> Response {
     let name = &login.name;
     let secure = is_https(headers);
-    let unavailable = |message: &str| {
-        page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sign in",
-            &format!(
-                "<h1>Sign in</h1><p class=\"error\" role=\"alert\">{}</p>",
-                escape(message)
-            ),
-        )
-    };
+    let unavailable = |text: &str| alert(StatusCode::SERVICE_UNAVAILABLE, "Sign in", text);
     let (secret, session_id) = match open_session(hub, name, login.admin).await {
         Ok(opened) => opened,
         Err(message) => {
@@ -756,10 +633,10 @@ async fn logout(State(hub): State<Hub>, headers: HeaderMap) -> Response {
             Ok(_) => info!(user = %session.user, "logout"),
             Err(err) => {
                 warn!(error = %err, "logout could not be recorded");
-                return page(
+                return alert(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Sign out",
-                    "<p>The hub could not sign you out right now. Please try again.</p>",
+                    "The hub could not sign you out right now. Please try again.",
                 );
             }
         }
@@ -787,13 +664,5 @@ mod tests {
         let long = "x".repeat(10_000);
         assert_eq!(loggable(&long).chars().count(), 65);
         assert_eq!(loggable("a\nforged log line"), "a?forged log line");
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
-        );
     }
 }

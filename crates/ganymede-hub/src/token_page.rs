@@ -8,12 +8,15 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use ganymede_model::{Command, Event, Token, TokenOwner, TokenRequest};
 use ganymede_raft::Applied;
-use serde::Deserialize;
+use minijinja::context;
+use minijinja::value::Serde;
+use serde::{Deserialize, Serialize};
 
 use crate::Hub;
 use crate::auth::BrowserSession;
-use crate::pages::{escape, page, session_user};
+use crate::pages::session_user;
 use crate::render::{iso, now_millis};
+use crate::templates::{alert, message, render};
 use crate::tokens::{hash_token, new_token};
 
 pub fn routes() -> Router<Hub> {
@@ -32,78 +35,62 @@ pub(crate) async fn signed_in(
     let session = session_user(hub, headers)
         .await
         .ok_or_else(|| crate::pages::login_redirect(here))?;
-    let key = hub.cookie_key().await.ok_or_else(|| {
-        page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "<p>The hub is starting.</p>",
-        )
-    })?;
+    let key = hub
+        .cookie_key()
+        .await
+        .ok_or_else(|| message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The hub is starting."))?;
     let xsrf = key.xsrf_token(&session.session_id);
     Ok((session, xsrf))
 }
 
 pub(crate) fn forged() -> Response {
-    page(
+    alert(
         StatusCode::FORBIDDEN,
         "Forbidden",
-        "<p>This form expired or did not come from this hub. Reload the page and try again.</p>",
+        "This form expired or did not come from this hub. Reload the page and try again.",
     )
 }
 
-fn render(hub: &Hub, user: &str, xsrf: &str, created: Option<&str>) -> Response {
+/// A token as the token page lists it (never its secret, which only exists at creation).
+#[derive(Serialize)]
+struct TokenRow {
+    id: String,
+    note: String,
+    created: String,
+    last_activity: Option<String>,
+    expires_at: Option<String>,
+}
+
+fn show(hub: &Hub, user: &str, xsrf: &str, created: Option<&str>) -> Response {
     let owner = TokenOwner::User(user.to_owned());
     let now = now_millis();
-    let rows: String = hub.raft.read_local(|state| {
+    let tokens: Vec<TokenRow> = hub.raft.read_local(|state| {
         state
             .tokens_of(&owner)
             .filter(|token| !token.is_expired(now))
-            .map(|token: &Token| {
-                let expires = token.expires_at.map_or_else(|| "never".to_owned(), |t| text(iso(t)));
-                let last = token.last_activity.map_or_else(|| "never".to_owned(), |t| text(iso(t)));
-                format!(
-                    "<tr id=\"token-{id}\"><td>{note}</td><td>{last}</td><td>{created}</td><td>{expires}</td>\
-                     <td><form method=\"post\" action=\"/hub/token/{id}/revoke\">\
-                     <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
-                     <button type=\"submit\">Revoke</button></form></td></tr>",
-                    id = token.public_id(),
-                    note = escape(&token.note),
-                    created = text(iso(token.created)),
-                    xsrf = escape(xsrf),
-                )
+            .map(|token: &Token| TokenRow {
+                id: token.public_id(),
+                note: token.note.clone(),
+                created: text(iso(token.created)),
+                last_activity: token.last_activity.map(|t| text(iso(t))),
+                expires_at: token.expires_at.map(|t| text(iso(t))),
             })
             .collect()
     });
-    let fresh = created.map_or_else(String::new, |token| {
-        format!(
-            "<div id=\"new-token\"><p>Your new API token (copy it now: it is not shown again):</p>\
-             <pre id=\"token-value\">{}</pre></div>",
-            escape(token)
-        )
-    });
-    let body = format!(
-        "<h1>API tokens</h1>{fresh}\
-         <form method=\"post\" action=\"/hub/token\" id=\"request-token-form\">\
-         <input type=\"hidden\" name=\"_xsrf\" value=\"{xsrf}\">\
-         <label>Note: <input name=\"note\" id=\"token-note\" maxlength=\"1000\"></label>\
-         <label>Expires in: <select name=\"expires_in\" id=\"token-expiration-seconds\">\
-         <option value=\"\">Never</option><option value=\"3600\">1 hour</option>\
-         <option value=\"86400\">1 day</option><option value=\"604800\">1 week</option></select></label>\
-         <button type=\"submit\">Request new API token</button></form>\
-         <h2>Your tokens</h2><table id=\"api-tokens\"><tr><th>Note</th><th>Last used</th><th>Created</th>\
-         <th>Expires</th><th></th></tr>{rows}</table>",
-        xsrf = escape(xsrf),
-    );
-    page(StatusCode::OK, "API tokens", &body)
+    render(
+        StatusCode::OK,
+        "token.html",
+        context! {title => "API tokens", form_xsrf => xsrf, new_token => created, tokens => Serde(tokens)},
+    )
 }
 
 fn text(value: serde_json::Value) -> String {
-    value.as_str().map(escape).unwrap_or_default()
+    value.as_str().unwrap_or_default().to_owned()
 }
 
 async fn token_page(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     match signed_in(&hub, &headers, "/hub/token").await {
-        Ok((session, xsrf)) => render(&hub, &session.user, &xsrf, None),
+        Ok((session, xsrf)) => show(&hub, &session.user, &xsrf, None),
         Err(response) => response,
     }
 }
@@ -131,11 +118,7 @@ async fn create(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form<Cre
         seconds => match seconds.parse::<i64>() {
             Ok(seconds) if seconds > 0 => Some(seconds),
             _ => {
-                return page(
-                    StatusCode::BAD_REQUEST,
-                    "API tokens",
-                    "<p class=\"error\">Invalid expiry.</p>",
-                );
+                return alert(StatusCode::BAD_REQUEST, "API tokens", "Invalid expiry.");
             }
         },
     };
@@ -158,23 +141,16 @@ async fn create(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form<Cre
         Ok(Applied::Events(events)) if events.iter().any(|e| matches!(e.event, Event::TokenIssued { .. })) => {
             // Show the list as this replica has it, including the new token.
             if hub.raft.read(|_| ()).await.is_err() {
-                return page(StatusCode::SERVICE_UNAVAILABLE, "API tokens", "<p>Try again.</p>");
+                return alert(StatusCode::SERVICE_UNAVAILABLE, "API tokens", "Try again.");
             }
-            render(&hub, &session.user, &xsrf, Some(&token))
+            show(&hub, &session.user, &xsrf, Some(&token))
         }
-        Ok(other) => page(
+        Ok(other) => alert(
             StatusCode::BAD_REQUEST,
             "API tokens",
-            &format!(
-                "<p class=\"error\">The token was not created: {}</p>",
-                escape(&format!("{other:?}"))
-            ),
+            &format!("The token was not created: {other:?}"),
         ),
-        Err(err) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "API tokens",
-            &format!("<p class=\"error\">{}</p>", escape(&err.to_string())),
-        ),
+        Err(err) => alert(StatusCode::SERVICE_UNAVAILABLE, "API tokens", &err.to_string()),
     }
 }
 
@@ -203,14 +179,10 @@ async fn revoke(
             .read_local(|state| state.tokens.get(id).is_some_and(|token| token.owner == owner))
     });
     let Some(id) = id else {
-        return page(StatusCode::NOT_FOUND, "API tokens", "<p>No such token.</p>");
+        return message(StatusCode::NOT_FOUND, "API tokens", "No such token.");
     };
     if let Err(err) = hub.raft.propose(Command::RevokeToken { id, at: now_millis() }).await {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "API tokens",
-            &format!("<p class=\"error\">{}</p>", escape(&err.to_string())),
-        );
+        return alert(StatusCode::SERVICE_UNAVAILABLE, "API tokens", &err.to_string());
     }
     let _ = hub.raft.read(|_| ()).await;
     Redirect::to("/hub/token").into_response()
