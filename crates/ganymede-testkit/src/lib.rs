@@ -137,9 +137,7 @@ pub fn test_settings() -> ganymede_hub::HubSettings {
 }
 
 fn free_addr() -> SocketAddr {
-    // Bind port 0 and release it: the OS hands out a free port we reuse at once.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr")
+    SocketAddr::from(([127, 0, 0, 1], process::free_port()))
 }
 
 impl TestCluster {

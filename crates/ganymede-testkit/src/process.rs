@@ -60,12 +60,25 @@ pub fn append_config(config: &Path, lines: &str) {
     std::fs::write(config, text).expect("write config");
 }
 
+/// A port that is free now and that the kernel will not hand out as the local port of
+/// an outgoing connection meanwhile: chosen below the ephemeral range (Linux's default
+/// starts at 32768), where port 0 would pick. A port from port 0 can be taken by some
+/// client's connection before a restarted replica binds it again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    // Spread the processes nextest runs at once over the range; step through it within one.
+    let seed = std::process::id().wrapping_mul(7919) ^ std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos());
+    let _ = NEXT.compare_exchange(0, seed % SPAN + 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 pub struct HubProcess {
