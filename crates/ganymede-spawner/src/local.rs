@@ -1,0 +1,567 @@
+//! The local process spawner (JupyterHub's `LocalProcessSpawner`): one process per
+//! server on this machine, in its own process group, with JupyterHub's environment,
+//! a per-user working directory, and its output in a per-server log file.
+//!
+//! Every process carries `GANYMEDE_SPAWN=<instance>/<spawn_id>` in its environment,
+//! and so do the kernels it starts: that marker finds a spawn's processes again after
+//! the hub restarted, and finds all of them (kernels run in sessions of their own).
+//! Children also get SIGTERM when the hub dies (`PR_SET_PDEATHSIG`), so a hub killed
+//! with SIGKILL leaves no server behind; jupyter-server shuts its kernels down on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rustix::process::{Pid, Signal};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::env::jupyterhub_env;
+use crate::{Observed, Progress, ProgressSink, SpawnError, SpawnRef, SpawnSpec, Spawner, Started};
+
+/// The environment variable that marks a spawn's processes.
+pub const SPAWN_MARKER: &str = "GANYMEDE_SPAWN";
+
+/// An OS user the servers run as (the hub must be root to switch to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the system's user database (`getent passwd`, so NSS and LDAP
+    /// users count too).
+    pub fn lookup(name: &str) -> Result<RunAs, SpawnError> {
+        let output = std::process::Command::new("getent")
+            .args(["passwd", name])
+            .output()
+            .map_err(|err| SpawnError::Config(format!("cannot look up user {name}: {err}")))?;
+        let line = String::from_utf8_lossy(&output.stdout);
+        let fields: Vec<&str> = line.trim_end().split(':').collect();
+        match fields.as_slice() {
+            [user, _, uid, gid, _, home, ..] if *user == name => Ok(RunAs {
+                name: name.to_owned(),
+                uid: uid
+                    .parse()
+                    .map_err(|_| SpawnError::Config(format!("bad uid for {name}")))?,
+                gid: gid
+                    .parse()
+                    .map_err(|_| SpawnError::Config(format!("bad gid for {name}")))?,
+                home: PathBuf::from(home),
+            }),
+            _ => Err(SpawnError::Config(format!("no such OS user: {name}"))),
+        }
+    }
+}
+
+/// How the local spawner runs servers (JupyterHub's `Spawner` options).
+#[derive(Clone, Debug)]
+pub struct LocalSettings {
+    /// The command; `jupyterhub-singleuser` (found on `PATH`) by default.
+    pub cmd: Vec<String>,
+    /// Appended to `cmd`.
+    pub args: Vec<String>,
+    /// Set last, over everything (`Spawner.environment`).
+    pub environment: BTreeMap<String, String>,
+    /// Variables passed on from the hub's environment.
+    pub env_keep: Vec<String>,
+    /// `$JUPYTERHUB_ROOT_DIR`.
+    pub notebook_dir: Option<String>,
+    /// `$JUPYTERHUB_DEFAULT_URL`.
+    pub default_url: Option<String>,
+    /// Each user's home and working directory is `<homes>/<user>` (unless `run_as`).
+    pub homes: PathBuf,
+    /// Each server's output goes to `<logs>/<user>[.<server>].log`.
+    pub logs: PathBuf,
+    /// The address servers listen on.
+    pub ip: String,
+    /// How long a server has to exit after SIGTERM before it gets SIGKILL.
+    pub stop_timeout: Duration,
+    /// Run servers as this OS user (the hub must run as root).
+    pub run_as: Option<RunAs>,
+    /// Add `--ServerApp.allow_root=True` when servers would run as root (JupyterLab
+    /// refuses root otherwise).
+    pub allow_root: bool,
+    /// Tells this replica's processes from others' on the same machine.
+    pub instance: String,
+}
+
+impl LocalSettings {
+    pub fn new(homes: PathBuf, logs: PathBuf, instance: String) -> Self {
+        LocalSettings {
+            cmd: vec!["jupyterhub-singleuser".into()],
+            args: Vec::new(),
+            environment: BTreeMap::new(),
+            env_keep: crate::DEFAULT_ENV_KEEP.iter().map(|s| (*s).to_owned()).collect(),
+            notebook_dir: None,
+            default_url: None,
+            homes,
+            logs,
+            ip: "127.0.0.1".into(),
+            stop_timeout: Duration::from_secs(10),
+            run_as: None,
+            allow_root: true,
+            instance,
+        }
+    }
+}
+
+/// A server this spawner launched.
+struct Child {
+    process: std::process::Child,
+    url: String,
+    state: serde_json::Value,
+    log: PathBuf,
+    exited: Option<String>,
+}
+
+/// Processes are launched from one long-lived thread: `PR_SET_PDEATHSIG` fires when
+/// the *thread* that forked a child ends, and a tokio blocking thread may end at any
+/// time.
+struct Launch {
+    command: std::process::Command,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<std::process::Child>>,
+}
+
+pub struct LocalProcessSpawner {
+    settings: LocalSettings,
+    children: Arc<Mutex<HashMap<u64, Child>>>,
+    launcher: Mutex<std::sync::mpsc::Sender<Launch>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl LocalProcessSpawner {
+    pub fn new(settings: LocalSettings) -> Result<Self, SpawnError> {
+        if settings.cmd.is_empty() {
+            return Err(SpawnError::Config("the spawner command is empty".into()));
+        }
+        let (launcher, launches) = std::sync::mpsc::channel::<Launch>();
+        std::thread::Builder::new()
+            .name("ganymede-launcher".into())
+            .spawn(move || {
+                for mut launch in launches {
+                    let _ = launch.reply.send(launch.command.spawn());
+                }
+            })
+            .map_err(|err| SpawnError::Io(format!("cannot start the launcher thread: {err}")))?;
+        Ok(LocalProcessSpawner {
+            settings,
+            children: Default::default(),
+            launcher: Mutex::new(launcher),
+        })
+    }
+
+    pub fn settings(&self) -> &LocalSettings {
+        &self.settings
+    }
+
+    fn marker(&self, spawn_id: u64) -> String {
+        format!("{}/{spawn_id}", self.settings.instance)
+    }
+
+    fn log_path(&self, user: &str, server: &str) -> PathBuf {
+        let name = if server.is_empty() {
+            format!("{}.log", file_safe(user))
+        } else {
+            format!("{}.{}.log", file_safe(user), file_safe(server))
+        };
+        self.settings.logs.join(name)
+    }
+
+    fn home(&self, user: &str) -> PathBuf {
+        match &self.settings.run_as {
+            Some(run_as) => run_as.home.clone(),
+            None => self.settings.homes.join(file_safe(user)),
+        }
+    }
+
+    async fn launch(&self, spec: &SpawnSpec, progress: &ProgressSink) -> Result<Started, SpawnError> {
+        let settings = &self.settings;
+        let port = free_port(&settings.ip)?;
+        let url = format!("http://{}:{port}", settings.ip);
+        let bind_url = format!("{url}{}", spec.service_prefix);
+        let home = self.home(&spec.user);
+        let log = self.log_path(&spec.user, &spec.server);
+        let mut env = jupyterhub_env(
+            spec,
+            &bind_url,
+            &settings.env_keep,
+            |name| std::env::var(name).ok(),
+            settings.notebook_dir.as_deref(),
+            settings.default_url.as_deref(),
+            &BTreeMap::new(),
+        );
+        let user = settings.run_as.as_ref().map_or(spec.user.as_str(), |r| r.name.as_str());
+        env.insert("USER".into(), user.to_owned());
+        env.insert("HOME".into(), home.display().to_string());
+        env.insert("SHELL".into(), "/bin/bash".into());
+        for (name, value) in &settings.environment {
+            env.insert(name.clone(), value.clone());
+        }
+        env.insert(SPAWN_MARKER.into(), self.marker(spec.spawn_id));
+
+        let program = resolve(&settings.cmd[0], env.get("PATH").map(String::as_str))?;
+        let mut args: Vec<String> = settings.cmd[1..].to_vec();
+        args.extend(settings.args.iter().cloned());
+        let as_root = settings.run_as.is_none() && rustix::process::geteuid().is_root();
+        if as_root && settings.allow_root && !args.iter().any(|a| a.contains("allow_root") || a == "--allow-root") {
+            args.push("--ServerApp.allow_root=True".into());
+        }
+
+        let run_as = settings.run_as.clone();
+        let (home_dir, log_path) = (home.clone(), log.clone());
+        let spawn_id = spec.spawn_id;
+        let (stdout, stderr) =
+            tokio::task::spawn_blocking(move || prepare(&home_dir, &log_path, run_as.as_ref(), spawn_id))
+                .await
+                .map_err(|err| SpawnError::Io(err.to_string()))??;
+
+        let mut command = std::process::Command::new(&program);
+        command
+            .args(&args)
+            .env_clear()
+            .envs(&env)
+            .current_dir(&home)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        if let Some(run_as) = &settings.run_as {
+            command.uid(run_as.uid).gid(run_as.gid);
+        }
+        die_with_parent(&mut command);
+
+        let _ = progress.send(Progress {
+            progress: 50,
+            message: "Spawning server...".into(),
+        });
+        let (reply, launched) = tokio::sync::oneshot::channel();
+        lock(&self.launcher)
+            .send(Launch { command, reply })
+            .map_err(|_| SpawnError::Io("the launcher thread is gone".into()))?;
+        let process = launched
+            .await
+            .map_err(|_| SpawnError::Io("the launcher thread is gone".into()))?
+            .map_err(|err| SpawnError::Command {
+                command: program.display().to_string(),
+                reason: err.to_string(),
+            })?;
+        let pid = process.id();
+        info!(user = %spec.user, server = %spec.server, spawn_id, pid, port, "server process started");
+        let state = json!({"pid": pid, "port": port, "log": log.display().to_string()});
+        lock(&self.children).insert(
+            spawn_id,
+            Child {
+                process,
+                url: url.clone(),
+                state: state.clone(),
+                log,
+                exited: None,
+            },
+        );
+        Ok(Started { url, state })
+    }
+
+    /// Whether our child for `spawn_id` has exited (reaping it if so).
+    fn child_exit(&self, spawn_id: u64) -> Option<Option<String>> {
+        let mut children = lock(&self.children);
+        let child = children.get_mut(&spawn_id)?;
+        if child.exited.is_none()
+            && let Ok(Some(status)) = child.process.try_wait()
+        {
+            child.exited = Some(describe_exit(status, &child.log));
+        }
+        Some(child.exited.clone())
+    }
+
+    async fn terminate(&self, spawn_id: u64) {
+        let marker = self.marker(spawn_id);
+        let leader = lock(&self.children).get(&spawn_id).map(|child| child.process.id());
+        signal_all(leader, &marker, Signal::TERM).await;
+        let deadline = Instant::now() + self.settings.stop_timeout;
+        loop {
+            let leader_gone = leader.is_none() || matches!(self.child_exit(spawn_id), Some(Some(_)) | None);
+            let marked = marked_pids(marker.clone()).await;
+            if leader_gone && marked.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                warn!(spawn_id, "server did not stop after SIGTERM; sending SIGKILL");
+                signal_all(leader, &marker, Signal::KILL).await;
+                // Reap the leader; the kernel takes an instant to deliver SIGKILL.
+                let kill_deadline = Instant::now() + Duration::from_secs(5);
+                while !matches!(self.child_exit(spawn_id), Some(Some(_)) | None) && Instant::now() < kill_deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        lock(&self.children).remove(&spawn_id);
+    }
+}
+
+impl Spawner for LocalProcessSpawner {
+    fn start<'a>(
+        &'a self,
+        spec: &'a SpawnSpec,
+        progress: &'a ProgressSink,
+    ) -> BoxFuture<'a, Result<Started, SpawnError>> {
+        async move {
+            if let Some(child) = lock(&self.children).get(&spec.spawn_id) {
+                return Ok(Started {
+                    url: child.url.clone(),
+                    state: child.state.clone(),
+                });
+            }
+            self.launch(spec, progress).await
+        }
+        .boxed()
+    }
+
+    fn poll<'a>(&'a self, spawn: SpawnRef<'a>) -> BoxFuture<'a, Observed> {
+        async move {
+            match self.child_exit(spawn.spawn_id) {
+                Some(None) => Observed::Running,
+                Some(Some(exit)) => Observed::Exited(exit),
+                // Not ours (the hub restarted): alive if anything still carries the marker.
+                None => {
+                    if marked_pids(self.marker(spawn.spawn_id)).await.is_empty() {
+                        Observed::Exited("the server is not running".into())
+                    } else {
+                        Observed::Running
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(&'a self, spawn: SpawnRef<'a>) -> BoxFuture<'a, Result<(), SpawnError>> {
+        async move {
+            self.terminate(spawn.spawn_id).await;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn sweep<'a>(&'a self, keep: &'a (dyn Fn(u64) -> bool + Send + Sync)) -> BoxFuture<'a, Vec<u64>> {
+        async move {
+            let prefix = format!("{}/", self.settings.instance);
+            let mut ids: Vec<u64> = processes_marked(prefix)
+                .await
+                .into_iter()
+                .map(|(_, id)| id)
+                .chain(lock(&self.children).keys().copied())
+                .filter(|id| !keep(*id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in &ids {
+                warn!(spawn_id = id, "stopping a server nobody wants any more");
+                self.terminate(*id).await;
+            }
+            ids
+        }
+        .boxed()
+    }
+}
+
+impl Drop for LocalProcessSpawner {
+    fn drop(&mut self) {
+        // The launcher thread ends with its channel; its children get SIGTERM.
+        for child in lock(&self.children).values_mut() {
+            let _ = child.process.try_wait();
+        }
+    }
+}
+
+/// The home directory exists (owned by `run_as`) and the log file is open for appending
+/// with a line that says which spawn follows.
+fn prepare(home: &Path, log: &Path, run_as: Option<&RunAs>, spawn_id: u64) -> Result<(Stdio, Stdio), SpawnError> {
+    let io = |what: &str, path: &Path, err: std::io::Error| SpawnError::Io(format!("{what} {}: {err}", path.display()));
+    std::fs::create_dir_all(home).map_err(|err| io("cannot create", home, err))?;
+    if let Some(run_as) = run_as {
+        std::os::unix::fs::chown(home, Some(run_as.uid), Some(run_as.gid))
+            .map_err(|err| io("cannot chown", home, err))?;
+    }
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|err| io("cannot create", dir, err))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|err| io("cannot open", log, err))?;
+    let _ = writeln!(file, "--- ganymede: spawn {spawn_id} ---");
+    let stderr = file.try_clone().map_err(|err| io("cannot open", log, err))?;
+    Ok((Stdio::from(file), Stdio::from(stderr)))
+}
+
+/// SIGTERM for the child when the thread that launched it (the hub) dies.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut std::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only makes the prctl(2)
+    // system call, which is async-signal-safe; it allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(Signal::TERM)).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// A port nobody listens on right now (JupyterHub's `random_port`).
+fn free_port(ip: &str) -> Result<u16, SpawnError> {
+    let listener =
+        std::net::TcpListener::bind((ip, 0)).map_err(|err| SpawnError::Io(format!("no free port on {ip}: {err}")))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|err| SpawnError::Io(err.to_string()))
+}
+
+/// `program` as it will be run: a path as given, a bare name found on `path`.
+fn resolve(program: &str, path: Option<&str>) -> Result<PathBuf, SpawnError> {
+    if program.contains('/') {
+        let candidate = PathBuf::from(program);
+        return if candidate.is_file() {
+            Ok(candidate)
+        } else {
+            Err(SpawnError::Command {
+                command: program.to_owned(),
+                reason: "no such file".into(),
+            })
+        };
+    }
+    path.unwrap_or_default()
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| SpawnError::Command {
+            command: program.to_owned(),
+            reason: "not found on PATH".into(),
+        })
+}
+
+/// A user or server name as one file name component.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_@".contains(c) {
+                c.to_string()
+            } else {
+                format!("%{:02X}", c as u32)
+            }
+        })
+        .collect()
+}
+
+/// "exited with status 1: <the last line it printed>".
+fn describe_exit(status: ExitStatus, log: &Path) -> String {
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "exited".to_owned(),
+    };
+    match last_line(log) {
+        Some(line) => format!("{how}: {line}"),
+        None => how,
+    }
+}
+
+fn last_line(log: &Path) -> Option<String> {
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty() && !line.starts_with("--- ganymede:"))?;
+    let line = line.trim();
+    let mut shown: String = line.chars().take(300).collect();
+    if shown.len() < line.len() {
+        shown.push('…');
+    }
+    Some(shown)
+}
+
+/// Signals the process group of `leader` and every process carrying `marker`.
+async fn signal_all(leader: Option<u32>, marker: &str, signal: Signal) {
+    if let Some(pid) = leader.and_then(|pid| Pid::from_raw(pid as i32)) {
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+    for pid in marked_pids(marker.to_owned()).await {
+        if let Some(pid) = Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+async fn marked_pids(marker: String) -> Vec<i32> {
+    processes_with(move |value| value == marker)
+        .await
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Live processes whose `GANYMEDE_SPAWN` starts with `prefix`, with their spawn ids.
+pub async fn processes_marked(prefix: String) -> Vec<(i32, u64)> {
+    processes_with(move |value| value.starts_with(&prefix))
+        .await
+        .into_iter()
+        .filter_map(|(pid, value)| Some((pid, value.rsplit('/').next()?.parse().ok()?)))
+        .collect()
+}
+
+/// Scans `/proc/*/environ` (the processes this user may read) for the marker.
+async fn processes_with(matches: impl Fn(&str) -> bool + Send + 'static) -> Vec<(i32, String)> {
+    tokio::task::spawn_blocking(move || {
+        let needle = format!("{SPAWN_MARKER}=");
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| *pid as u32 != std::process::id())
+            .filter_map(|pid| {
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+                let value = environ
+                    .split(|b| *b == 0)
+                    .filter_map(|entry| std::str::from_utf8(entry).ok())
+                    .find_map(|entry| entry.strip_prefix(needle.as_str()))?
+                    .to_owned();
+                (matches(&value) && !is_zombie(pid)).then_some((pid, value))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
