@@ -21,7 +21,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build the binary the black-box tests run"
-cargo build --locked --bin ganymede
+cargo build --locked --bin ganymede --bin ganymede-test-singleuser
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   # Two test processes at a time: each cluster test runs three replicas, and the

@@ -7,5 +7,6 @@ mod failover;
 mod jupyterhub;
 mod local_cluster;
 mod membership;
+mod spawning;
 mod support;
 mod tls;

@@ -18,6 +18,7 @@ pub mod oidc;
 mod pages;
 mod provision;
 mod proxy_api;
+mod reconciler;
 mod render;
 pub mod session;
 mod spawn_tokens;
@@ -42,6 +43,7 @@ pub use ldap::LdapSettings;
 pub use oidc::OidcSettings;
 pub use provision::provision;
 pub use proxy_api::proxy_router;
+pub use reconciler::{Reconciler, SpawnSettings};
 pub use spawn_tokens::ServerTokens;
 
 /// The version this hub reports. Single-user servers parse it with PEP 440 and warn

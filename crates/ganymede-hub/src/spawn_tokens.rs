@@ -7,37 +7,39 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use ganymede_model::{Command, Event, Secret};
+use ganymede_model::{Command, Secret};
 use ganymede_raft::{Applied, ProposeError};
 
 use crate::Hub;
 use crate::render::now_millis;
 use crate::tokens::{hash_token, new_token};
 
-/// Plaintext server tokens by `(user, server)`, with the spawn they belong to.
+/// Plaintext server tokens by hash, from the moment a spawn is proposed until this
+/// replica's spawner takes its token (the record names the token, and so the hash).
 #[derive(Default)]
 pub struct ServerTokens {
-    tokens: Mutex<HashMap<(String, String), (u64, Secret)>>,
+    tokens: Mutex<HashMap<String, Secret>>,
 }
 
 impl ServerTokens {
-    fn insert(&self, user: &str, server: &str, spawn_id: u64, token: Secret) {
+    fn insert(&self, hash: String, token: Secret) {
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.insert((user.to_owned(), server.to_owned()), (spawn_id, token));
+            tokens.insert(hash, token);
         }
     }
 
-    /// The API token of spawn `spawn_id`, if this replica requested it.
-    pub fn get(&self, user: &str, server: &str, spawn_id: u64) -> Option<Secret> {
-        let tokens = self.tokens.lock().ok()?;
-        let (id, token) = tokens.get(&(user.to_owned(), server.to_owned()))?;
-        (*id == spawn_id).then(|| token.clone())
+    fn remove(&self, hash: &str) -> Option<Secret> {
+        self.tokens.lock().ok()?.remove(hash)
+    }
+
+    fn peek(&self, hash: &str) -> Option<Secret> {
+        self.tokens.lock().ok()?.get(hash).cloned()
     }
 }
 
 impl Hub {
-    /// Proposes `RequestSpawn` with new server credentials; on success the plaintext
-    /// token is kept for [`ServerTokens::get`].
+    /// Proposes `RequestSpawn` with new server credentials, placed on this replica; the
+    /// plaintext token is kept for [`Hub::take_server_token`].
     pub async fn request_spawn(
         &self,
         user: &str,
@@ -51,17 +53,46 @@ impl Hub {
             user_options,
             limits: self.settings.spawn_limits.clone(),
             api_token_hash: Some(hash_token(&token)),
+            node: Some(self.raft.node_id()),
             at: now_millis(),
         };
-        let applied = self.raft.propose(command).await?;
-        if let Applied::Events(events) = &applied
-            && let Some(spawn_id) = events.iter().find_map(|e| match &e.event {
-                Event::ServerSpawnRequested { spawn_id, .. } => Some(*spawn_id),
-                _ => None,
-            })
-        {
-            self.server_tokens.insert(user, server, spawn_id, token.into());
+        // Kept before proposing: this replica's reconciler may see the spawn applied
+        // before the proposal returns.
+        let hash = hash_token(&token);
+        self.server_tokens.insert(hash.clone(), token.into());
+        let applied = self.raft.propose(command).await;
+        // Refused: no spawn will ask for it. (On an error the spawn may have been
+        // committed after all; the token stays for it.)
+        if matches!(applied, Ok(Applied::Rejected(_) | Applied::Nothing)) {
+            self.server_tokens.remove(&hash);
         }
+        let applied = applied?;
         Ok(applied)
+    }
+
+    /// The hash of the API token spawn `spawn_id` runs with, from the record.
+    fn server_token_hash(&self, user: &str, server: &str, spawn_id: u64) -> Option<String> {
+        self.raft.read_local(|state| {
+            let record = state.users.get(user)?.servers.get(server)?;
+            if record.spawn_id != Some(spawn_id) {
+                return None;
+            }
+            Some(state.tokens.get(&record.api_token_id?)?.hash.clone())
+        })
+    }
+
+    /// Hands the API token of spawn `spawn_id` to the spawner, once: after that it
+    /// lives only in the server's environment. `None` if this replica did not request
+    /// the spawn or restarted since.
+    pub fn take_server_token(&self, user: &str, server: &str, spawn_id: u64) -> Option<Secret> {
+        self.server_tokens
+            .remove(&self.server_token_hash(user, server, spawn_id)?)
+    }
+
+    /// The API token of spawn `spawn_id`, if this replica requested it and no spawner
+    /// has taken it yet.
+    pub fn server_token(&self, user: &str, server: &str, spawn_id: u64) -> Option<Secret> {
+        self.server_tokens
+            .peek(&self.server_token_hash(user, server, spawn_id)?)
     }
 }

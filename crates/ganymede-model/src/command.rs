@@ -83,6 +83,9 @@ pub enum Command {
         /// OAuth client, both dropped when it stops.
         #[serde(default)]
         api_token_hash: Option<String>,
+        /// The replica that will run the server (the one proposing).
+        #[serde(default)]
+        node: Option<u64>,
         at: Timestamp,
     },
     /// Create a named server without starting it (`PUT …/servers/{s}`).
@@ -110,6 +113,17 @@ pub enum Command {
         server: String,
         spawn_id: u64,
         url: String,
+        at: Timestamp,
+    },
+    /// The spawner's progress on spawn `spawn_id`, and what it needs to find it again.
+    ReportSpawnProgress {
+        user: String,
+        server: String,
+        spawn_id: u64,
+        progress: u8,
+        message: String,
+        #[serde(default)]
+        spawner_state: Option<serde_json::Value>,
         at: Timestamp,
     },
     /// The spawner reports that spawn `spawn_id` failed (or its process died).
@@ -332,6 +346,7 @@ impl Command {
             | Command::RequestSpawn { at, .. }
             | Command::MarkServerReady { at, .. }
             | Command::MarkServerFailed { at, .. }
+            | Command::ReportSpawnProgress { at, .. }
             | Command::RequestStop { at, .. }
             | Command::MarkServerStopped { at, .. }
             | Command::AddRoute { at, .. }
@@ -376,6 +391,7 @@ impl Command {
             Command::MarkServerFailed { .. } => "mark_server_failed",
             Command::RequestStop { .. } => "request_stop",
             Command::MarkServerStopped { .. } => "mark_server_stopped",
+            Command::ReportSpawnProgress { .. } => "report_spawn_progress",
             Command::AddRoute { .. } => "add_route",
             Command::RemoveRoute { .. } => "remove_route",
             Command::RecordActivity { .. } => "record_activity",
@@ -414,6 +430,7 @@ impl std::fmt::Display for Command {
             | Command::MarkServerReady { user, server, .. }
             | Command::MarkServerFailed { user, server, .. }
             | Command::MarkServerStopped { user, server, .. }
+            | Command::ReportSpawnProgress { user, server, .. }
             | Command::CreateServer { user, server, .. }
             | Command::UpdateServer { user, server, .. } => {
                 write!(f, "{}({user}/{server})", self.kind())

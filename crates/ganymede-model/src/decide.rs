@@ -11,8 +11,8 @@ use crate::event::{Event, Sequenced};
 use crate::names;
 use crate::oauth::{self as oauth_model, OAuthClient, OAuthClientOwner};
 use crate::state::{
-    ClusterInfo, Group, Route, Server, ServerPhase, Service, Session, State, Timestamp, Token, TokenOwner, User,
-    route_key_for,
+    ClusterInfo, Group, Route, Server, ServerPhase, Service, Session, SpawnStep, State, Timestamp, Token, TokenOwner,
+    User, route_key_for,
 };
 
 /// Why a command was refused. Refusals change nothing and are returned to the proposer.
@@ -357,6 +357,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             user_options,
             limits,
             api_token_hash,
+            node,
             at,
         } => {
             let owner = existing_user(state, user)?;
@@ -379,6 +380,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 server: server.clone(),
                 spawn_id: state.last_spawn_id + 1,
                 user_options: user_options.clone(),
+                node: *node,
                 at: *at,
             }];
             if let Some(hash) = api_token_hash {
@@ -422,6 +424,34 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
                 Event::RouteAdded { route },
             ])
         }
+        Command::ReportSpawnProgress {
+            user,
+            server,
+            spawn_id,
+            progress,
+            message,
+            spawner_state,
+            ..
+        } => {
+            let current = current_attempt(state, user, server, *spawn_id)?;
+            if current.phase != ServerPhase::PendingSpawn {
+                return Err(Rejection::StaleSpawn {
+                    user: user.clone(),
+                    server: server.clone(),
+                    spawn_id: *spawn_id,
+                });
+            }
+            Ok(vec![Event::ServerSpawnProgress {
+                user: user.clone(),
+                server: server.clone(),
+                spawn_id: *spawn_id,
+                step: SpawnStep {
+                    progress: (*progress).min(100),
+                    message: bounded(message, MAX_PROGRESS_MESSAGE),
+                },
+                spawner_state: spawner_state.clone(),
+            }])
+        }
         Command::MarkServerFailed {
             user,
             server,
@@ -430,7 +460,13 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             at,
         } => {
             let current = active_attempt(state, user, server, *spawn_id)?;
-            Ok(stop_events(state, user, current, Some(reason.clone()), *at))
+            Ok(stop_events(
+                state,
+                user,
+                current,
+                Some(bounded(reason, MAX_PROGRESS_MESSAGE)),
+                *at,
+            ))
         }
         Command::RequestStop {
             user,
@@ -946,6 +982,21 @@ fn is_valid_target(target: &str) -> bool {
     })
 }
 
+/// How many progress messages a server keeps (the oldest go first).
+const MAX_PROGRESS_STEPS: usize = 32;
+/// Progress messages and failure reasons are cut to this many characters.
+const MAX_PROGRESS_MESSAGE: usize = 1000;
+
+fn bounded(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// Folds one event into the state. Events come from `decide` (or a replica's own event
 /// log), so they are trusted: an event that refers to something missing is ignored.
 pub fn evolve(state: &mut State, sequenced: &Sequenced) {
@@ -1026,6 +1077,7 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
             server,
             spawn_id,
             user_options,
+            node,
             ..
         } => {
             state.last_spawn_id = state.last_spawn_id.max(*spawn_id);
@@ -1038,6 +1090,27 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                 entry.spawn_id = Some(*spawn_id);
                 entry.url = None;
                 entry.user_options = user_options.clone();
+                entry.node = *node;
+                entry.spawner_state = serde_json::Value::Null;
+                entry.progress.clear();
+                entry.failure = None;
+            }
+        }
+        Event::ServerSpawnProgress {
+            user,
+            server,
+            step,
+            spawner_state,
+            ..
+        } => {
+            if let Some(entry) = server_mut(state, user, server) {
+                if entry.progress.len() >= MAX_PROGRESS_STEPS {
+                    entry.progress.remove(0);
+                }
+                entry.progress.push(step.clone());
+                if let Some(spawner_state) = spawner_state {
+                    entry.spawner_state = spawner_state.clone();
+                }
             }
         }
         Event::ServerReady {
@@ -1055,9 +1128,17 @@ pub fn evolve(state: &mut State, sequenced: &Sequenced) {
                 entry.phase = ServerPhase::PendingStop;
             }
         }
-        Event::ServerStopped { user, server, at, .. } => {
+        Event::ServerStopped {
+            user,
+            server,
+            at,
+            reason,
+            ..
+        } => {
             if let Some(entry) = server_mut(state, user, server) {
                 entry.phase = ServerPhase::Stopped;
+                entry.failure = reason.clone();
+                entry.spawner_state = serde_json::Value::Null;
                 entry.url = None;
                 entry.api_token_id = None;
                 entry.started = None;

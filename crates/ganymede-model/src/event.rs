@@ -63,7 +63,17 @@ pub enum Event {
         server: String,
         spawn_id: u64,
         user_options: serde_json::Value,
+        #[serde(default)]
+        node: Option<u64>,
         at: Timestamp,
+    },
+    ServerSpawnProgress {
+        user: String,
+        server: String,
+        spawn_id: u64,
+        step: crate::state::SpawnStep,
+        #[serde(default)]
+        spawner_state: Option<serde_json::Value>,
     },
     ServerReady {
         user: String,
@@ -297,6 +307,7 @@ impl Event {
             Event::TokenIssued { token } => vec![Key::Token(token.id)],
             Event::TokenRevoked { id, .. } => vec![Key::Token(*id)],
             Event::ServerSpawnRequested { user, .. }
+            | Event::ServerSpawnProgress { user, .. }
             | Event::ServerReady { user, .. }
             | Event::ServerStopRequested { user, .. }
             | Event::ServerStopped { user, .. } => vec![Key::User(user.clone())],

@@ -21,6 +21,6 @@ pub use command::{Command, RouteUse, SpawnLimits, TokenRequest, TokenUse, UserAc
 pub use decide::{Rejection, apply, decide, evolve};
 pub use event::{Event, Key, Sequenced, ServerActivity};
 pub use state::{
-    ClusterInfo, Group, Route, Secret, Server, ServerPhase, Service, Session, State, Timestamp, Token, TokenOwner,
-    User, route_path_for,
+    ClusterInfo, Group, Route, Secret, Server, ServerPhase, Service, Session, SpawnStep, State, Timestamp, Token,
+    TokenOwner, User, route_path_for,
 };

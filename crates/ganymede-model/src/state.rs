@@ -65,6 +65,27 @@ pub struct Server {
     /// Set by a stop that asked for the named server to be deleted once stopped.
     #[serde(default)]
     pub remove_on_stop: bool,
+    /// The hub replica that runs the current attempt (a local process belongs to the
+    /// machine that started it); its reconciler owns the attempt.
+    #[serde(default)]
+    pub node: Option<u64>,
+    /// What the spawner needs to find the attempt again (pid, port, pod name…).
+    #[serde(default)]
+    pub spawner_state: serde_json::Value,
+    /// The current attempt's progress, oldest first (the progress bar's messages).
+    #[serde(default)]
+    pub progress: Vec<SpawnStep>,
+    /// Why the last attempt failed, until the next one starts.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+/// One message on a spawn's progress bar.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnStep {
+    /// 0–100.
+    pub progress: u8,
+    pub message: String,
 }
 
 impl Server {
@@ -80,6 +101,10 @@ impl Server {
             last_activity: None,
             api_token_id: None,
             remove_on_stop: false,
+            node: None,
+            spawner_state: serde_json::Value::Null,
+            progress: Vec::new(),
+            failure: None,
         }
     }
 }

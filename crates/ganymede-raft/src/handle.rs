@@ -270,6 +270,38 @@ impl RaftHandle {
         self.inner.status()
     }
 
+    /// Whether this replica leads the cluster right now.
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.inner.metrics();
+        metrics.current_leader == Some(self.inner.node_id) && matches!(metrics.state, ServerState::Leader)
+    }
+
+    /// On the leader: the other members that have not acknowledged a heartbeat or an
+    /// append for `longer_than` (or never since this replica leads), i.e. that are
+    /// probably down. `None` on any other replica. A new leader has heard from nobody
+    /// yet: callers wait `longer_than` into a leadership before believing this.
+    pub fn silent_members(&self, longer_than: Duration) -> Option<Vec<u64>> {
+        use openraft::Instant as _;
+        let metrics = self.inner.metrics();
+        if metrics.current_leader != Some(self.inner.node_id) {
+            return None;
+        }
+        let heartbeat = metrics.heartbeat.as_ref()?;
+        Some(
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.inner.node_id)
+                .filter(|id| match heartbeat.get(id) {
+                    Some(Some(acked)) => acked.elapsed() > longer_than,
+                    _ => true,
+                })
+                .collect(),
+        )
+    }
+
     /// Adds a replica: as a learner that catches up first, then (if `voter`) as a voter.
     pub async fn add_node(&self, node_id: u64, node: HubNode, voter: bool) -> Result<ClusterStatus, ProposeError> {
         self.inner.admin(Admin::AddNode { node_id, node, voter }).await
@@ -301,6 +333,11 @@ impl RaftHandle {
         limit: usize,
     ) -> Result<Vec<ganymede_model::Sequenced>, ganymede_store::StoreError> {
         self.inner.store.events_after(seq, limit)
+    }
+
+    /// The newest applied log index, as it changes: wakes whoever reacts to state.
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.subscribe_applied()
     }
 
     /// The newest applied `route_seq`, as it changes.

@@ -33,6 +33,45 @@ pub fn ganymede_bin() -> PathBuf {
         .expect("the ganymede binary is missing: run `cargo build --bin ganymede` first (ops/test.sh does)")
 }
 
+/// The test single-user server, built beside the `ganymede` binary.
+pub fn test_singleuser_bin() -> PathBuf {
+    let bin = ganymede_bin().with_file_name("ganymede-test-singleuser");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --bin ganymede-test-singleuser` first (ops/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Live processes whose environment has `HOME` under `dir`: the servers a cluster in
+/// `dir` started (their homes are under its data directories), and their children.
+pub fn processes_with_home_under(dir: &Path) -> Vec<u32> {
+    let needle = format!("HOME={}", dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit_once(')')
+                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false);
+            alive
+                && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|b| *b == 0)
+                        .any(|entry| entry.starts_with(needle.as_bytes()))
+                })
+        })
+        .collect()
+}
+
 /// Starts `ganymede <args> <config>` with `env`, its output appended to `log`.
 fn spawn_logged(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -158,6 +197,34 @@ impl ProcessCluster {
             edges: Vec::new(),
             client,
         }
+    }
+
+    /// Appends a `[spawner]` section to every hub's config (before they start).
+    pub fn configure_spawner(&self, lines: &str) {
+        for hub in &self.hubs {
+            append_config(&hub.config, &format!("\n[spawner]\n{lines}\n"));
+        }
+    }
+
+    /// A request with the admin token and a JSON body.
+    pub async fn send(
+        &self,
+        node_id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<(u16, Value)> {
+        let mut request = self
+            .client
+            .request(method, self.url(node_id, path))
+            .header("authorization", format!("token {PROCESS_ADMIN_TOKEN}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Some((status, body))
     }
 
     /// Adds hub `N+1` with no initial members: started, it waits to be added with

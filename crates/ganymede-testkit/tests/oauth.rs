@@ -69,8 +69,7 @@ async fn start_server(cluster: &TestCluster, user: &str) -> (u64, String) {
     let token = cluster
         .hub(1)
         .hub
-        .server_tokens
-        .get(user, "", spawn_id)
+        .server_token(user, "", spawn_id)
         .expect("the spawning replica keeps the server's token");
     (spawn_id, token.expose().to_owned())
 }

@@ -21,6 +21,7 @@ pub struct HubFile {
     pub servers: ServersSection,
     pub api: ApiSection,
     pub auth: AuthSection,
+    pub spawner: SpawnerSection,
     /// Custom roles (JupyterHub's `load_roles`): `[[roles]]` with `name`, `scopes`,
     /// `users`, `groups`, `services`. Every replica must have the same ones.
     pub roles: Vec<ganymede_model::rbac::Role>,
@@ -54,6 +55,87 @@ impl Default for ServersSection {
             slow_stop_timeout: "10s".into(),
         }
     }
+}
+
+/// How users' servers are started: JupyterHub's `Spawner` options.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpawnerSection {
+    /// `local` (processes on the replica that took the request) or `none` (servers
+    /// are started by something else, which reports through the API; for tests).
+    pub kind: String,
+    /// The single-user server command, found on `PATH` (the hub's, or the one in
+    /// `environment`).
+    pub cmd: Vec<String>,
+    /// Appended to `cmd`.
+    pub args: Vec<String>,
+    /// Set in every server's environment, over everything else.
+    pub environment: BTreeMap<String, String>,
+    /// Variables passed on from the hub's environment.
+    pub env_keep: Vec<String>,
+    /// `$JUPYTERHUB_ROOT_DIR`; empty: the server's choice (its working directory).
+    pub notebook_dir: String,
+    /// `$JUPYTERHUB_DEFAULT_URL`, e.g. `/lab`; empty: the server's choice.
+    pub default_url: String,
+    /// Run servers as this OS user (the hub must run as root); empty: as the hub's user.
+    pub user: String,
+    /// When servers would run as root, pass `--ServerApp.allow_root=True` (JupyterLab
+    /// refuses root otherwise).
+    pub allow_root: bool,
+    /// Users' home and working directories: `<home_dir>/<user>`; empty: `<data_dir>/homes`.
+    pub home_dir: String,
+    /// Servers' output: `<log_dir>/<user>[.<server>].log`; empty: `<data_dir>/server-logs`.
+    pub log_dir: String,
+    /// The hub API as servers reach it; empty: this replica's advertised API address.
+    pub hub_connect_url: String,
+    /// `$JUPYTERHUB_PUBLIC_URL`, the users' origin (e.g. `https://jupyter.example.org`).
+    pub public_url: String,
+    pub start_timeout: String,
+    pub http_timeout: String,
+    pub poll_interval: String,
+    /// Grace between SIGTERM and SIGKILL when a server stops.
+    pub stop_timeout: String,
+    /// The leader fails the servers of a replica it has not heard from for this long.
+    pub owner_timeout: String,
+}
+
+impl Default for SpawnerSection {
+    fn default() -> Self {
+        SpawnerSection {
+            kind: "local".into(),
+            cmd: vec!["jupyterhub-singleuser".into()],
+            args: Vec::new(),
+            environment: BTreeMap::new(),
+            env_keep: ganymede_spawner::DEFAULT_ENV_KEEP
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            notebook_dir: String::new(),
+            default_url: String::new(),
+            user: String::new(),
+            allow_root: true,
+            home_dir: String::new(),
+            log_dir: String::new(),
+            hub_connect_url: String::new(),
+            public_url: String::new(),
+            start_timeout: "60s".into(),
+            http_timeout: "30s".into(),
+            poll_interval: "10s".into(),
+            stop_timeout: "10s".into(),
+            owner_timeout: "10s".into(),
+        }
+    }
+}
+
+/// The validated spawner configuration; paths that default under the data directory
+/// are resolved when the hub starts.
+#[derive(Clone, Debug)]
+pub struct SpawnerConfig {
+    /// `None`: no spawner.
+    pub local: Option<ganymede_spawner::LocalSettings>,
+    pub run_as: Option<String>,
+    pub hub_connect_url: Option<String>,
+    pub timing: ganymede_hub::SpawnSettings,
 }
 
 /// Who may log in. `GANYMEDE_AUTHENTICATOR` also sets the authenticator; the dummy
@@ -318,6 +400,7 @@ pub struct HubConfig {
     pub logs_kept_after_snapshot: u64,
     pub settings: ganymede_hub::HubSettings,
     pub auth: ganymede_hub::AuthSettings,
+    pub spawner: SpawnerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -483,6 +566,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         api,
         roles,
         auth,
+        spawner,
     } = file;
     let normalize = |names: Vec<String>| -> std::collections::BTreeSet<String> {
         names
@@ -610,6 +694,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         return Err(invalid("hub.max_body_bytes", "must be at least 1024"));
     }
     let non_empty = |text: String| (!text.is_empty()).then_some(text);
+    let spawner = spawner_config(spawner, &hub.data_dir)?;
     Ok(HubConfig {
         node_id: hub.node_id,
         data_dir: hub.data_dir,
@@ -641,6 +726,62 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         logs_kept_after_snapshot: raft.logs_kept_after_snapshot,
         settings,
         auth,
+        spawner,
+    })
+}
+
+fn spawner_config(section: SpawnerSection, data_dir: &std::path::Path) -> Result<SpawnerConfig, ConfigError> {
+    let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    let timing = ganymede_hub::SpawnSettings {
+        start_timeout: duration("spawner.start_timeout", &section.start_timeout)?,
+        http_timeout: duration("spawner.http_timeout", &section.http_timeout)?,
+        poll_interval: duration("spawner.poll_interval", &section.poll_interval)?,
+        owner_timeout: duration("spawner.owner_timeout", &section.owner_timeout)?,
+        public_url: section.public_url.trim_end_matches('/').to_owned(),
+        ..Default::default()
+    };
+    if let Some(url) = non_empty(&section.hub_connect_url)
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            "spawner.hub_connect_url",
+            format!("{url:?} is not an http(s) URL"),
+        ));
+    }
+    let local = match section.kind.as_str() {
+        "none" => None,
+        "local" => {
+            if section.cmd.is_empty() || section.cmd[0].is_empty() {
+                return Err(invalid("spawner.cmd", "must name a command"));
+            }
+            let dir = |text: &str, default: &str| non_empty(text).map_or_else(|| data_dir.join(default), PathBuf::from);
+            let mut local = ganymede_spawner::LocalSettings::new(
+                dir(&section.home_dir, "homes"),
+                dir(&section.log_dir, "server-logs"),
+                String::new(),
+            );
+            local.cmd = section.cmd;
+            local.args = section.args;
+            local.environment = section.environment;
+            local.env_keep = section.env_keep;
+            local.notebook_dir = non_empty(&section.notebook_dir);
+            local.default_url = non_empty(&section.default_url);
+            local.allow_root = section.allow_root;
+            local.stop_timeout = duration("spawner.stop_timeout", &section.stop_timeout)?;
+            Some(local)
+        }
+        other => {
+            return Err(invalid(
+                "spawner.kind",
+                format!("{other:?} is not a spawner this hub has (local, none)"),
+            ));
+        }
+    };
+    Ok(SpawnerConfig {
+        local,
+        run_as: non_empty(&section.user),
+        hub_connect_url: non_empty(&section.hub_connect_url),
+        timing,
     })
 }
 

@@ -92,8 +92,10 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     };
 
     let shutdown = CancellationToken::new();
+    // Raft outlives the rest: the reconciler reports its servers stopped through it.
+    let raft_shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let raft = RaftHandle::start(raft_config, raft_listener, &tasks, shutdown.clone())
+    let raft = RaftHandle::start(raft_config, raft_listener, &tasks, raft_shutdown.clone())
         .await
         .context("cannot start the replica")?;
 
@@ -118,6 +120,7 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         }
     };
     tasks.spawn(hub.clone().run_background(shutdown.clone()));
+    let reconciler = start_reconciler(&config, &hub, api_addr)?;
     if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {
         let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));
         info!(grpc = %grpc.local_addr()?, events = publisher.endpoint(), "edge feed listening");
@@ -164,12 +167,64 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     let served = server.await;
     shutdown.cancel();
     info!("shutting down");
+    if let Some((stop, task)) = reconciler {
+        stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(60), task).await.is_err() {
+            warn!("the spawner did not stop its servers within 60 s");
+        }
+    }
+    raft_shutdown.cancel();
     raft.shutdown().await;
     tasks.close();
     if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
         warn!("some tasks did not stop within the grace period");
     }
     served.context("the API server failed")
+}
+
+/// The local spawner and its reconciler, unless `spawner.kind = "none"`.
+fn start_reconciler(
+    config: &HubConfig,
+    hub: &Hub,
+    api_addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>> {
+    let Some(mut local) = config.spawner.local.clone() else {
+        info!("no spawner: servers stay pending until something reports on them");
+        return Ok(None);
+    };
+    if let Some(name) = &config.spawner.run_as {
+        local.run_as = Some(ganymede_spawner::RunAs::lookup(name).with_context(|| format!("spawner.user {name:?}"))?);
+    }
+    local.instance = spawn_instance(&config.data_dir, config.node_id);
+    let connect = match &config.advertise_api {
+        Some(advertised) => advertised.clone(),
+        None if api_addr.ip().is_unspecified() => format!("127.0.0.1:{}", api_addr.port()),
+        None => api_addr.to_string(),
+    };
+    let mut timing = config.spawner.timing.clone();
+    timing.hub_api_url = config
+        .spawner
+        .hub_connect_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{connect}/hub/api"));
+    info!(cmd = ?local.cmd, hub_api = %timing.hub_api_url, logs = %local.logs.display(), "local spawner");
+    let spawner = ganymede_spawner::LocalProcessSpawner::new(local).context("cannot start the spawner")?;
+    let stop = CancellationToken::new();
+    let reconciler = ganymede_hub::Reconciler::new(hub.clone(), Arc::new(spawner), timing);
+    Ok(Some((stop.clone(), tokio::spawn(reconciler.run(stop)))))
+}
+
+/// What marks this replica's server processes among others on the machine: stable
+/// across restarts (it is how a restarted replica finds them), distinct per data
+/// directory. FNV-1a, hex.
+fn spawn_instance(data_dir: &std::path::Path, node_id: u64) -> String {
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.to_string_lossy().bytes().chain(node_id.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -175,9 +175,13 @@ async fn start(
         match now {
             Some((ServerPhase::Running, id)) if id == spawn_id => return Ok(empty(StatusCode::CREATED)),
             Some((ServerPhase::Stopped, id)) if id == spawn_id => {
+                let why = hub
+                    .raft
+                    .read_local(|state| state.users.get(&name)?.servers.get(&server)?.failure.clone())
+                    .unwrap_or_else(|| "the server stopped before it was ready".into());
                 return Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Spawn failed for {name}:{server}"),
+                    format!("Spawn failed for {name}:{server}: {why}"),
                 ));
             }
             _ => {}
@@ -411,22 +415,29 @@ async fn progress(hub: Hub, caller: Caller, name: String, server: String) -> Res
     let events: Vec<Value> = match current.phase {
         ServerPhase::Running => vec![ready_event(&name, &server)],
         ServerPhase::PendingSpawn => vec![json!({"progress": 0, "message": "Server requested"})],
+        // As JupyterHub: the last spawn failed, and the stream says why.
+        ServerPhase::Stopped if current.failure.is_some() => vec![json!({
+            "progress": 100,
+            "failed": true,
+            "message": format!("Spawn failed: {}", current.failure.clone().unwrap_or_default()),
+        })],
         ServerPhase::Stopped | ServerPhase::PendingStop => {
             return Err(ApiError::bad_request(format!("{full_name} is not starting...")));
         }
     };
-    let done = current.phase == ServerPhase::Running;
+    let done = current.phase != ServerPhase::PendingSpawn;
+    // (queued events, finished, how many of the record's progress steps were sent)
     let stream = futures::stream::unfold(
-        (events.into_iter(), done, false),
-        move |(mut queued, done, finished)| {
+        (events.into_iter(), done, 0usize),
+        move |(mut queued, finished, sent)| {
             let hub = hub.clone();
             let name = name.clone();
             let server = server.clone();
             async move {
                 if let Some(event) = queued.next() {
-                    return Some((event, (queued, done, finished)));
+                    return Some((event, (queued, finished, sent)));
                 }
-                if done || finished {
+                if finished {
                     return None;
                 }
                 loop {
@@ -435,19 +446,31 @@ async fn progress(hub: Hub, caller: Caller, name: String, server: String) -> Res
                             .users
                             .get(&name)
                             .and_then(|u| u.servers.get(&server))
-                            .map(|s| (s.phase, s.spawn_id))
+                            .map(|s| (s.phase, s.spawn_id, s.progress.clone(), s.failure.clone()))
                     });
-                    let event = match now {
-                        Some((ServerPhase::Running, id)) if id == spawn_id => ready_event(&name, &server),
-                        Some((ServerPhase::PendingSpawn, id)) if id == spawn_id => {
+                    let (phase, id, steps, failure) = match now {
+                        Some((phase, id, steps, failure)) if id == spawn_id => (phase, id, steps, failure),
+                        _ => (ServerPhase::Stopped, None, Vec::new(), None),
+                    };
+                    // The spawner's messages first, as they were committed.
+                    if let Some(step) = steps.get(sent) {
+                        let event = json!({"progress": step.progress, "message": step.message});
+                        return Some((event, (queued, false, sent + 1)));
+                    }
+                    let event = match phase {
+                        ServerPhase::Running => ready_event(&name, &server),
+                        ServerPhase::PendingSpawn => {
                             tokio::time::sleep(WAIT_STEP * 4).await;
                             continue;
                         }
                         _ => {
-                            json!({"progress": 100, "failed": true, "message": "Spawn failed: the server stopped before it was ready"})
+                            let why = failure
+                                .filter(|_| id.is_some())
+                                .unwrap_or_else(|| "the server stopped before it was ready".into());
+                            json!({"progress": 100, "failed": true, "message": format!("Spawn failed: {why}")})
                         }
                     };
-                    return Some((event, (queued, true, true)));
+                    return Some((event, (queued, true, sent)));
                 }
             }
         },

@@ -45,6 +45,7 @@ fn spawn_with_token(hash: &str, at: i64) -> Command {
         user_options: serde_json::json!({}),
         limits: Default::default(),
         api_token_hash: Some(hash.into()),
+        node: None,
         at,
     }
 }

@@ -24,6 +24,7 @@ fn spawn(user: &str, server: &str) -> Command {
         user_options: serde_json::json!({}),
         limits: Default::default(),
         api_token_hash: None,
+        node: None,
         at: T0,
     }
 }
@@ -459,9 +460,21 @@ fn any_command() -> impl Strategy<Value = Command> {
             at,
         })),
         (1u64..5, at.clone()).prop_map(|(id, at)| Command::RevokeToken { id, at }),
+        (user.clone(), server.clone(), 1u64..6, any::<u8>(), at.clone()).prop_map(
+            |(user, server, spawn_id, progress, at)| Command::ReportSpawnProgress {
+                user,
+                server,
+                spawn_id,
+                progress,
+                message: "Spawning server...".into(),
+                spawner_state: Some(serde_json::json!({"pid": 1})),
+                at,
+            }
+        ),
         (user.clone(), server.clone(), at.clone()).prop_map(|(user, server, at)| {
             Command::RequestSpawn {
                 api_token_hash: Some(format!("server-token-{user}-{server}-{at}")),
+                node: None,
                 user,
                 server,
                 user_options: serde_json::json!({}),
@@ -949,6 +962,7 @@ fn spawn_limits_count_the_whole_cluster() {
             named_servers_per_user: None,
         },
         api_token_hash: None,
+        node: None,
         at: T0,
     };
     let alice_pending = [create(&["alice", "bob"], false), spawn("alice", "")];
@@ -1045,4 +1059,101 @@ fn sessions_end_on_logout_on_user_deletion_and_when_expired() {
         Ok(&["session_ended", "user_deleted"]),
     );
     assert!(state.sessions.is_empty());
+}
+
+fn progress(user: &str, spawn_id: u64, progress: u8, message: &str) -> Command {
+    Command::ReportSpawnProgress {
+        user: user.into(),
+        server: String::new(),
+        spawn_id,
+        progress,
+        message: message.into(),
+        spawner_state: Some(serde_json::json!({"pid": 42, "port": 5000})),
+        at: T0 + 1,
+    }
+}
+
+#[test]
+fn spawn_progress_is_kept_while_pending_and_a_failure_until_the_next_attempt() {
+    let placed = Command::RequestSpawn {
+        user: "alice".into(),
+        server: String::new(),
+        user_options: serde_json::json!({}),
+        limits: Default::default(),
+        api_token_hash: None,
+        node: Some(2),
+        at: T0,
+    };
+    let state = check(
+        &[create(&["alice"], false), placed.clone()],
+        progress("alice", 1, 150, "Spawning server..."),
+        Ok(&["server_spawn_progress"]),
+    );
+    let server = &state.users["alice"].servers[""];
+    assert_eq!(server.node, Some(2), "placed on the proposing replica");
+    assert_eq!(
+        server.progress,
+        vec![SpawnStep {
+            progress: 100,
+            message: "Spawning server...".into()
+        }]
+    );
+    assert_eq!(server.spawner_state, serde_json::json!({"pid": 42, "port": 5000}));
+
+    // Stale attempts and servers no longer starting are refused.
+    let stale = Rejection::StaleSpawn {
+        user: "alice".into(),
+        server: String::new(),
+        spawn_id: 7,
+    };
+    check(
+        &[create(&["alice"], false), placed.clone()],
+        progress("alice", 7, 1, "x"),
+        Err(stale),
+    );
+    check(
+        &[create(&["alice"], false), placed.clone(), ready("alice", "", 1)],
+        progress("alice", 1, 1, "late"),
+        Err(Rejection::StaleSpawn {
+            user: "alice".into(),
+            server: String::new(),
+            spawn_id: 1,
+        }),
+    );
+
+    // Messages are bounded in number and length.
+    let mut state = State::default();
+    for command in [create(&["alice"], false), placed.clone()] {
+        apply(&mut state, &command).expect("history");
+    }
+    for step in 0..40 {
+        apply(&mut state, &progress("alice", 1, step, &"m".repeat(5000))).expect("progress");
+    }
+    let server = &state.users["alice"].servers[""];
+    assert_eq!(server.progress.len(), MAX_PROGRESS_STEPS);
+    assert_eq!(server.progress[0].progress, 8, "the oldest went first");
+    assert!(
+        server
+            .progress
+            .iter()
+            .all(|step| step.message.chars().count() == MAX_PROGRESS_MESSAGE + 1)
+    );
+
+    // A failure is remembered (bounded) until the next attempt starts.
+    let failed = Command::MarkServerFailed {
+        user: "alice".into(),
+        server: String::new(),
+        spawn_id: 1,
+        reason: "exited with status 1".into(),
+        at: T0 + 2,
+    };
+    apply(&mut state, &failed).expect("failed");
+    let server = &state.users["alice"].servers[""];
+    assert_eq!(server.phase, ServerPhase::Stopped);
+    assert_eq!(server.failure.as_deref(), Some("exited with status 1"));
+    assert_eq!(server.spawner_state, serde_json::Value::Null);
+    apply(&mut state, &placed).expect("again");
+    let server = &state.users["alice"].servers[""];
+    assert_eq!((server.failure.as_ref(), server.progress.len()), (None, 0));
+    assert_eq!(server.spawn_id, Some(2));
 }

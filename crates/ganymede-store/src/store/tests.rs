@@ -62,6 +62,7 @@ fn commands() -> Vec<Command> {
             user_options: serde_json::json!({}),
             limits: Default::default(),
             api_token_hash: Some("server-token-hash".into()),
+            node: None,
             at: T0,
         },
         Command::RegisterOAuthClient {
