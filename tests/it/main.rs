@@ -5,6 +5,7 @@ mod bad_start;
 mod edge;
 mod failover;
 mod jupyterhub;
+mod jupyterlab;
 mod local_cluster;
 mod membership;
 mod spawning;
