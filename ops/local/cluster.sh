@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A real 3-hub Ganymede cluster on loopback, for a laptop.
 #
-#   ops/local/cluster.sh up          build if needed, start hub1..3 and edge1..2, wait for
-#                                    a leader and for the edges' route tables
+#   ops/local/cluster.sh up          build if needed, install JupyterLab into .venv (first
+#                                    run), start hub1..3 and edge1..2, wait for a leader
+#                                    and for the edges' route tables; users log in at
+#                                    http://127.0.0.1:8000/ and start JupyterLab
 #   ops/local/cluster.sh down        stop everything (state is kept)
 #   ops/local/cluster.sh status      one line per process: NAME up|down ROLE
 #   ops/local/cluster.sh kill NAME   SIGKILL one process (e.g. hub2, edge1)
@@ -109,6 +111,11 @@ initial_members = [
   { node_id = 2, raft_addr = "127.0.0.1:8282", api_addr = "127.0.0.1:8082" },
   { node_id = 3, raft_addr = "127.0.0.1:8283", api_addr = "127.0.0.1:8083" },
 ]
+
+[spawner]
+cmd = ["${VENV_BIN:-$ROOT/.venv/bin}/jupyterhub-singleuser"]
+default_url = "/lab"
+environment = { PATH = "${VENV_BIN:-$ROOT/.venv/bin}:/usr/local/bin:/usr/bin:/bin" }
 TOML
 }
 
@@ -183,6 +190,8 @@ cmd_up() {
   mkdir -p "$DIR"
   chmod 700 "$DIR"
   build
+  # JupyterLab for the local spawner (first run: a minute or two, with pip's output).
+  VENV_BIN=$(bash "$ROOT/ops/venv.sh") || die "could not install JupyterLab into the venv"
   for name in "${ALL[@]}"; do start_one "$name"; done
   for name in "${ALL[@]}"; do wait_answering "$name"; done
   cmd_status

@@ -4,6 +4,7 @@
 mod certs;
 mod cluster_cli;
 mod config;
+mod dev;
 mod edge;
 mod edge_config;
 mod hub;
@@ -50,6 +51,9 @@ enum Commands {
         #[command(subcommand)]
         action: cluster_cli::Action,
     },
+    /// Run a whole system on this machine: one hub, one edge on :8000, JupyterLab
+    /// (installed into ./.venv on first run) started by the local spawner.
+    Dev(dev::DevArgs),
     /// Create the cluster CA (once) and a certificate signed by it, for TLS.
     Certs(certs::CertsArgs),
     /// List every configuration key with the environment variable that overrides it.
@@ -87,6 +91,7 @@ fn main() -> std::process::ExitCode {
             }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
             Commands::Certs(args) => certs::run(args),
+            Commands::Dev(args) => dev::run(args).await,
             Commands::ConfigKeys => {
                 for (key, var) in config::keys().into_iter().chain(edge_config::keys()) {
                     println!("{key:40} {var}");
