@@ -93,6 +93,15 @@ start_hub() {
   local dir=$1 api_port raft_port
   read -r api_port raft_port < <(free_ports)
   mkdir -p "$dir"
+  # Servers are the test single-user server (they start in milliseconds; the API is what
+  # is tested), built beside the hub binary; without it, no spawner at all.
+  local spawner='kind = "none"'
+  local test_server
+  test_server=$(dirname "$BIN")/ganymede-test-singleuser
+  if [[ -x $test_server ]]; then
+    spawner="cmd = [\"$test_server\"]
+stop_timeout = \"1s\""
+  fi
   cat > "$dir/hub.toml" <<TOML
 # Written by ops/schemathesis/run.sh
 [hub]
@@ -108,10 +117,12 @@ initial_members = [
 ]
 
 [servers]
-# Nothing completes a spawn or a stop here (no spawner runs): without these, every start or
-# stop request would wait the default 10 s before its 202.
+# Start and stop requests answer 202 after this instead of waiting the default 10 s.
 slow_spawn_timeout = "200ms"
 slow_stop_timeout = "200ms"
+
+[spawner]
+$spawner
 TOML
   # Only our config: no GANYMEDE_* override from the caller's environment (they beat the file),
   # and no CONFIGPROXY_AUTH_TOKEN, so the routes API and edge feed (two more ports) stay off.
