@@ -366,3 +366,72 @@ async fn fifty_users_start_at_once_within_the_concurrent_spawn_limit() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_idle_culler_stops_servers_nobody_uses() {
+    let culler_bin = ganymede_testkit::venv_bin(&["jupyterhub-idle-culler"]).join("jupyterhub-idle-culler");
+    let mut cluster = ProcessCluster::new(1);
+    cluster.configure_spawner(&spawner_lines(""));
+    cluster.start_all();
+    cluster.leader().await;
+    let edge = cluster.add_edge(&[]);
+    cluster.start_edge(edge);
+    let alice = create_user(&cluster, "alice").await;
+    create_user(&cluster, "bob").await;
+    for user in ["alice", "bob"] {
+        let (status, body) = cluster
+            .send(
+                1,
+                Method::POST,
+                &format!("/hub/api/users/{user}/server"),
+                Some(json!({})),
+            )
+            .await
+            .expect("start");
+        assert_eq!(status, 201, "{body}");
+    }
+    let log = std::fs::File::create(cluster.dir.path().join("culler.log")).expect("log");
+    let mut culler = tokio::process::Command::new(culler_bin)
+        .args(["--timeout=4", "--cull-every=1"])
+        .arg(format!("--url={}", cluster.url(1, "/hub/api")))
+        .env("JUPYTERHUB_API_TOKEN", crate::support::ADMIN_TOKEN)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("jupyterhub-idle-culler");
+
+    // Alice works through the edge for a while; bob does nothing.
+    let busy_until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < busy_until {
+        assert!(
+            through_edge(&cluster, edge, "alice", &alice).await.is_some(),
+            "alice's server answers"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let alice_server = server_of(&cluster, 1, "alice").await.expect("alice");
+    assert_eq!(
+        alice_server["ready"], true,
+        "a server in use is not culled: {alice_server}"
+    );
+    eventually("bob's idle server to be culled", DEADLINE, || async {
+        is_stopped(&server_of(&cluster, 1, "bob").await?).then_some(())
+    })
+    .await;
+    // Alice stops working: her server goes too.
+    eventually("alice's server to be culled once idle", DEADLINE, || async {
+        is_stopped(&server_of(&cluster, 1, "alice").await?).then_some(())
+    })
+    .await;
+    let _ = culler.start_kill();
+    let homes = cluster.data_dir(1);
+    eventually("nothing left running", DEADLINE, || async {
+        processes_with_home_under(&homes).is_empty().then_some(())
+    })
+    .await;
+}
+
+fn is_stopped(server: &Value) -> bool {
+    server.is_null() || server["stopped"] == true
+}

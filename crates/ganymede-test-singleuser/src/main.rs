@@ -47,6 +47,9 @@ struct App {
     pending: Arc<Mutex<HashMap<String, (String, String)>>>,
     /// Access tokens already checked with the hub → whose.
     known: Arc<Mutex<HashMap<String, String>>>,
+    /// When the server last served its user (milliseconds since the epoch): what it
+    /// reports as its activity, as jupyter-server does. Readiness probes do not count.
+    last_used: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn env(name: &str) -> String {
@@ -136,6 +139,7 @@ async fn serve(config: Config, bind: String) -> Result<(), String> {
         http,
         pending: Default::default(),
         known: Default::default(),
+        last_used: Arc::new(std::sync::atomic::AtomicU64::new(now_millis())),
     };
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
@@ -161,7 +165,7 @@ async fn report_activity(app: App) {
         return;
     }
     loop {
-        let now = iso_now();
+        let now = iso(app.last_used.load(std::sync::atomic::Ordering::Relaxed));
         let body = serde_json::json!({
             "servers": {config.server.as_str(): {"last_activity": now}},
             "last_activity": now,
@@ -182,10 +186,14 @@ async fn report_activity(app: App) {
     }
 }
 
-fn iso_now() -> String {
-    let now = std::time::SystemTime::now()
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn iso(millis: u64) -> String {
+    let now = Duration::from_millis(millis);
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
@@ -301,6 +309,7 @@ async fn identify(app: &App, headers: &HeaderMap, query: Option<&str>) -> Option
         });
     let token = from_header.or(from_query).or(from_cookie)?;
     if let Some(user) = app.known.lock().ok()?.get(&token).cloned() {
+        app.last_used.store(now_millis(), std::sync::atomic::Ordering::Relaxed);
         return Some(user);
     }
     let model: serde_json::Value = app
@@ -332,6 +341,7 @@ async fn identify(app: &App, headers: &HeaderMap, query: Option<&str>) -> Option
         return None;
     }
     app.known.lock().ok()?.insert(token, name.clone());
+    app.last_used.store(now_millis(), std::sync::atomic::Ordering::Relaxed);
     Some(name)
 }
 
