@@ -2,6 +2,7 @@
 //! with SIGKILL and restarted from their data directories.
 
 mod bad_start;
+mod browser;
 mod dev;
 mod edge;
 mod failover;
