@@ -435,3 +435,66 @@ async fn the_real_idle_culler_stops_servers_nobody_uses() {
 fn is_stopped(server: &Value) -> bool {
     server.is_null() || server["stopped"] == true
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_run_as_the_configured_unprivileged_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: switching users needs a hub running as root");
+        return;
+    }
+    // An OS user of our own (removed at the end), and the test server where it can run it.
+    let name = format!("gmd{}", std::process::id() % 100_000);
+    let created = std::process::Command::new("useradd")
+        .args(["--create-home", "--shell", "/usr/sbin/nologin", &name])
+        .status()
+        .expect("useradd");
+    assert!(created.success(), "useradd {name}");
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("userdel")
+                .args(["--remove", &self.0])
+                .status();
+        }
+    }
+    let _remove = Remove(name.clone());
+    let shared = tempfile::Builder::new().prefix("gmd-bin").tempdir().expect("dir");
+    let bin = shared.path().join("ganymede-test-singleuser");
+    std::fs::copy(test_singleuser_bin(), &bin).expect("copy the test server");
+    for path in [shared.path(), bin.as_path()] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+
+    let mut cluster = ProcessCluster::new(1);
+    cluster.configure_spawner(&format!("cmd = [{:?}]\nuser = {name:?}", bin.display().to_string()));
+    cluster.start_all();
+    cluster.leader().await;
+    create_user(&cluster, "alice").await;
+    let (status, body) = cluster
+        .send(1, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
+        .await
+        .expect("start");
+    assert_eq!(status, 201, "{body}");
+    let home = format!("/home/{name}");
+    let pids = processes_with_home_under(std::path::Path::new(&home));
+    assert_eq!(pids.len(), 1, "one server process with HOME={home}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).expect("status");
+    let uid_line = status.lines().find(|line| line.starts_with("Uid:")).expect("Uid");
+    let uid: u32 = uid_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|u| u.parse().ok())
+        .expect("uid");
+    assert_ne!(uid, 0, "the server does not run as root: {uid_line}");
+    let (status, _) = cluster
+        .send(1, Method::DELETE, "/hub/api/users/alice/server", None)
+        .await
+        .expect("stop");
+    assert!(matches!(status, 202 | 204));
+    eventually("the server to stop", DEADLINE, || async {
+        processes_with_home_under(std::path::Path::new(&home))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}

@@ -136,6 +136,44 @@ pub struct LocalProcessSpawner {
     settings: LocalSettings,
     children: Arc<Mutex<HashMap<u64, Child>>>,
     launcher: Mutex<std::sync::mpsc::Sender<Launch>>,
+    ports: Mutex<Ports>,
+}
+
+/// Ports for servers, handed out in turn from a random place in the range (so that
+/// several replicas on one machine rarely meet), never one a starting or running
+/// server of this spawner holds.
+struct Ports {
+    low: u16,
+    high: u16,
+    next: u16,
+    reserved: std::collections::HashSet<u16>,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        let (low, high) = server_ports();
+        Ports {
+            low,
+            high,
+            next: low + rand::random::<u16>() % (high - low),
+            reserved: Default::default(),
+        }
+    }
+
+    fn take(&mut self, ip: &str) -> Result<u16, SpawnError> {
+        for _ in 0..(self.high - self.low) {
+            let port = self.next;
+            self.next = if port + 1 >= self.high { self.low } else { port + 1 };
+            if !self.reserved.contains(&port) && std::net::TcpListener::bind((ip, port)).is_ok() {
+                self.reserved.insert(port);
+                return Ok(port);
+            }
+        }
+        Err(SpawnError::Io(format!(
+            "no free port for a server on {ip} in {}..{}",
+            self.low, self.high
+        )))
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,6 +198,7 @@ impl LocalProcessSpawner {
             settings,
             children: Default::default(),
             launcher: Mutex::new(launcher),
+            ports: Mutex::new(Ports::new()),
         })
     }
 
@@ -189,7 +228,16 @@ impl LocalProcessSpawner {
 
     async fn launch(&self, spec: &SpawnSpec, progress: &ProgressSink) -> Result<Started, SpawnError> {
         let settings = &self.settings;
-        let port = free_port(&settings.ip)?;
+        let port = lock(&self.ports).take(&settings.ip)?;
+        let launched = self.launch_on(spec, progress, port).await;
+        if launched.is_err() {
+            lock(&self.ports).reserved.remove(&port);
+        }
+        launched
+    }
+
+    async fn launch_on(&self, spec: &SpawnSpec, progress: &ProgressSink, port: u16) -> Result<Started, SpawnError> {
+        let settings = &self.settings;
         let url = format!("http://{}:{port}", settings.ip);
         let bind_url = format!("{url}{}", spec.service_prefix);
         let home = self.home(&spec.user);
@@ -309,7 +357,11 @@ impl LocalProcessSpawner {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        lock(&self.children).remove(&spawn_id);
+        if let Some(child) = lock(&self.children).remove(&spawn_id)
+            && let Some(port) = child.state["port"].as_u64().and_then(|port| u16::try_from(port).ok())
+        {
+            lock(&self.ports).reserved.remove(&port);
+        }
     }
 }
 
@@ -422,14 +474,23 @@ fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
-/// A port nobody listens on right now (JupyterHub's `random_port`).
-fn free_port(ip: &str) -> Result<u16, SpawnError> {
-    let listener =
-        std::net::TcpListener::bind((ip, 0)).map_err(|err| SpawnError::Io(format!("no free port on {ip}: {err}")))?;
-    listener
-        .local_addr()
-        .map(|addr| addr.port())
-        .map_err(|err| SpawnError::Io(err.to_string()))
+/// The ports servers get: outside the kernel's ephemeral range, where bind-to-port-0
+/// (JupyterHub's `random_port`) picks and where the next outgoing connection can take a
+/// port before the server binds it; above it when there is room (Linux's default range
+/// ends at 60999), else below it.
+fn server_ports() -> (u16, u16) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().filter_map(|n| n.parse::<u32>().ok());
+            Some((bounds.next()?, bounds.next()?))
+        })
+        .unwrap_or((32_768, 60_999));
+    match ephemeral {
+        (_, high) if high + 1000 <= 65_535 => ((high + 1) as u16, 65_535),
+        (low, _) if low > 11_000 => (10_000, low as u16),
+        _ => (1024, 65_535),
+    }
 }
 
 /// `program` as it will be run: a path as given, a bare name found on `path`.
