@@ -30,8 +30,9 @@ async fn ganymede_dev_serves_jupyterlab_through_its_edge_and_stops_cleanly() {
         .kill_on_drop(true)
         .spawn()
         .expect("ganymede dev");
+    // Longer than the hub's slow_spawn_timeout (10 s), which a start request may wait.
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
     let edge = |path: &str| format!("http://127.0.0.1:{port}{path}");
