@@ -395,14 +395,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             url,
             at,
         } => {
-            let current = current_attempt(state, user, server, *spawn_id)?;
-            if current.phase != ServerPhase::PendingSpawn {
-                return Err(Rejection::StaleSpawn {
-                    user: user.clone(),
-                    server: server.clone(),
-                    spawn_id: *spawn_id,
-                });
-            }
+            pending_attempt(state, user, server, *spawn_id)?;
             if !is_valid_target(url) {
                 return Err(Rejection::InvalidRouteTarget { target: url.clone() });
             }
@@ -433,14 +426,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             spawner_state,
             ..
         } => {
-            let current = current_attempt(state, user, server, *spawn_id)?;
-            if current.phase != ServerPhase::PendingSpawn {
-                return Err(Rejection::StaleSpawn {
-                    user: user.clone(),
-                    server: server.clone(),
-                    spawn_id: *spawn_id,
-                });
-            }
+            pending_attempt(state, user, server, *spawn_id)?;
             Ok(vec![Event::ServerSpawnProgress {
                 user: user.clone(),
                 server: server.clone(),
@@ -948,6 +934,19 @@ fn current_attempt<'a>(state: &'a State, user: &str, server: &str, spawn_id: u64
             server: server.to_owned(),
         })?;
     if current.spawn_id != Some(spawn_id) {
+        return Err(Rejection::StaleSpawn {
+            user: user.to_owned(),
+            server: server.to_owned(),
+            spawn_id,
+        });
+    }
+    Ok(current)
+}
+
+/// Like [`current_attempt`], for reports about an attempt that is still starting.
+fn pending_attempt<'a>(state: &'a State, user: &str, server: &str, spawn_id: u64) -> Result<&'a Server, Rejection> {
+    let current = current_attempt(state, user, server, spawn_id)?;
+    if current.phase != ServerPhase::PendingSpawn {
         return Err(Rejection::StaleSpawn {
             user: user.to_owned(),
             server: server.to_owned(),

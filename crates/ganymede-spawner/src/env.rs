@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use ganymede_model::names::url_quote;
+
 use crate::SpawnSpec;
 
 /// JupyterHub's `Spawner.env_keep`: what a server inherits from the hub's environment.
@@ -50,7 +52,8 @@ pub fn jupyterhub_env(
     set("JUPYTERHUB_API_URL", hub_api.to_owned());
     set(
         "JUPYTERHUB_ACTIVITY_URL",
-        format!("{hub_api}/users/{}/activity", path_quote(&spec.user)),
+        // Quoted as JupyterHub quotes names in URLs (`@` and `~` kept).
+        format!("{hub_api}/users/{}/activity", url_quote(&spec.user)),
     );
     set("JUPYTERHUB_BASE_URL", spec.base_url.clone());
     set("JUPYTERHUB_SERVICE_PREFIX", spec.service_prefix.clone());
@@ -85,19 +88,6 @@ pub fn jupyterhub_env(
         env.insert(name.clone(), value.clone());
     }
     env
-}
-
-/// A URL path segment: everything but unreserved characters percent-encoded.
-fn path_quote(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -141,7 +131,7 @@ mod tests {
         assert_eq!(get("JUPYTERHUB_API_URL"), Some("http://127.0.0.1:8081/hub/api"));
         assert_eq!(
             get("JUPYTERHUB_ACTIVITY_URL"),
-            Some("http://127.0.0.1:8081/hub/api/users/alice%40example.org/activity")
+            Some("http://127.0.0.1:8081/hub/api/users/alice@example.org/activity")
         );
         assert_eq!(get("JUPYTERHUB_API_TOKEN"), get("JPY_API_TOKEN"));
         assert_eq!(get("JUPYTERHUB_SERVER_NAME"), Some("gpu"));
