@@ -115,6 +115,7 @@ initial_members = [
 [spawner]
 cmd = ["${VENV_BIN:-$ROOT/.venv/bin}/jupyterhub-singleuser"]
 default_url = "/lab"
+prefork = true
 environment = { PATH = "${VENV_BIN:-$ROOT/.venv/bin}:/usr/local/bin:/usr/bin:/bin" }
 TOML
 }

@@ -2,7 +2,8 @@
 //! server from the home page, watches the progress bar fill, lands in JupyterLab (the
 //! real one, started by the local spawner), runs `print(6*7)` in a new notebook (through
 //! the edge's WebSocket path to a real ipykernel), and stops the server from the home
-//! page; then the same through the second edge.
+//! page; then the same through the second edge. Servers start from the replicas' warm
+//! interpreters (`spawner.prefork`, as `ganymede dev` runs them).
 
 use std::time::Duration;
 
@@ -118,7 +119,7 @@ async fn jupyterlab_in_chromium_through_both_edges() {
     let bin = venv_bin(&["jupyterhub-singleuser", "jupyter-lab"]);
     let mut cluster = ProcessCluster::new(3);
     cluster.configure_spawner(&format!(
-        "cmd = [{:?}]\ndefault_url = \"/lab\"\nstop_timeout = \"5s\"\nhttp_timeout = \"90s\"\nstart_timeout = \"90s\"",
+        "cmd = [{:?}]\ndefault_url = \"/lab\"\nprefork = true\nstop_timeout = \"5s\"\nhttp_timeout = \"90s\"\nstart_timeout = \"90s\"",
         bin.join("jupyterhub-singleuser").display().to_string()
     ));
     for hub in &cluster.hubs {
@@ -130,6 +131,15 @@ async fn jupyterlab_in_chromium_through_both_edges() {
         let edge = cluster.add_edge(&[]);
         cluster.start_edge(edge);
     }
+    // Servers start from each replica's warm interpreter (as `ganymede dev`'s do).
+    ganymede_testkit::eventually("warm interpreters on every replica", PATIENCE, || async {
+        (1..=3)
+            .all(|id| {
+                std::fs::read_to_string(&cluster.hub(id).log).is_ok_and(|log| log.contains("warm interpreter ready"))
+            })
+            .then_some(())
+    })
+    .await;
     let browser = Chromium::start().await;
     let first = cluster.edge_url(0, "");
     browser.goto(&format!("{first}/hub/home")).await;
@@ -143,6 +153,8 @@ async fn jupyterlab_in_chromium_through_both_edges() {
     // The second edge: same host, so the same cookies; a new server, a new notebook.
     notebook_round_trip(&browser, &cluster.edge_url(1, "")).await;
     browser.quit().await;
+    let warm_starts = cluster.logs().matches("server process started from the warm interpreter").count();
+    assert_eq!(warm_starts, 2, "both servers came from a warm interpreter");
     ganymede_testkit::eventually("nothing left running", PATIENCE, || async {
         (1..=3)
             .all(|id| ganymede_testkit::process::processes_with_home_under(&cluster.data_dir(id)).is_empty())

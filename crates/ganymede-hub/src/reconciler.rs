@@ -4,7 +4,7 @@
 //!
 //! - a pending spawn with this replica's fresh credentials is started: the spawner
 //!   launches it, its progress and spawner state are committed, `<url><prefix>api` is
-//!   polled (backoff capped at 250 ms) until it answers, and `MarkServerReady` adds the
+//!   polled (backoff capped at 100 ms) until it answers, and `MarkServerReady` adds the
 //!   route; any failure stops what was started and commits `MarkServerFailed` with why;
 //! - a pending spawn without credentials (this replica restarted meanwhile) fails;
 //! - a running server is polled every `poll_interval`; one that died is marked failed
@@ -551,7 +551,7 @@ impl StartJob {
                 ));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 3 / 2).min(Duration::from_millis(250));
+            pause = (pause * 3 / 2).min(Duration::from_millis(100));
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod env;
 mod local;
+mod prefork;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{DEFAULT_ENV_KEEP, jupyterhub_env};
 pub use local::{LocalProcessSpawner, LocalSettings, RunAs, SPAWN_MARKER, processes_marked};
+pub use prefork::{DEFAULT_PRELOAD, PREFORK_MARKER};
 
 /// Everything a spawner needs to start one server, JupyterHub's `Spawner.get_env()`
 /// inputs included.

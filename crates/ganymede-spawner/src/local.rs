@@ -23,6 +23,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::env::jupyterhub_env;
+use crate::prefork::{self, ForkRequest, PREFORK_MARKER, Zygote};
 use crate::{Observed, Progress, ProgressSink, SpawnError, SpawnRef, SpawnSpec, Spawner, Started};
 
 /// The environment variable that marks a spawn's processes.
@@ -93,6 +94,9 @@ pub struct LocalSettings {
     pub allow_root: bool,
     /// Tells this replica's processes from others' on the same machine.
     pub instance: String,
+    /// Start servers from a warm interpreter that has imported these modules (when the
+    /// command is a Python console script); `None` runs the command afresh each time.
+    pub prefork: Option<Vec<String>>,
 }
 
 impl LocalSettings {
@@ -111,13 +115,45 @@ impl LocalSettings {
             run_as: None,
             allow_root: true,
             instance,
+            prefork: None,
+        }
+    }
+}
+
+/// A server's process: our child, or the warm interpreter's.
+enum Process {
+    Direct(std::process::Child),
+    Forked { pid: u32, zygote: Arc<Zygote> },
+}
+
+impl Process {
+    fn id(&self) -> u32 {
+        match self {
+            Process::Direct(child) => child.id(),
+            Process::Forked { pid, .. } => *pid,
+        }
+    }
+
+    /// How it ended, once it has (reaping it).
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        match self {
+            Process::Direct(child) => child.try_wait().ok().flatten(),
+            Process::Forked { pid, zygote } => {
+                if let Some(status) = zygote.exit_status(*pid) {
+                    zygote.forget(*pid);
+                    return Some(ExitStatus::from_raw(status));
+                }
+                // Its interpreter died (SIGTERM reached the server): gone once /proc says so.
+                (!zygote.is_alive() && (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(*pid as i32)))
+                    .then(|| ExitStatus::from_raw(Signal::TERM.as_raw()))
+            }
         }
     }
 }
 
 /// A server this spawner launched.
 struct Child {
-    process: std::process::Child,
+    process: Process,
     url: String,
     state: serde_json::Value,
     log: PathBuf,
@@ -129,7 +165,7 @@ struct Child {
 /// time.
 struct Launch {
     command: std::process::Command,
-    reply: tokio::sync::oneshot::Sender<std::io::Result<std::process::Child>>,
+    then: Box<dyn FnOnce(std::io::Result<std::process::Child>) + Send>,
 }
 
 pub struct LocalProcessSpawner {
@@ -137,6 +173,8 @@ pub struct LocalProcessSpawner {
     children: Arc<Mutex<HashMap<u64, Child>>>,
     launcher: Mutex<std::sync::mpsc::Sender<Launch>>,
     ports: Mutex<Ports>,
+    /// The warm interpreter, when `prefork` is on and the command is a Python script.
+    zygote: Arc<Mutex<Option<Arc<Zygote>>>>,
 }
 
 /// Ports for servers, handed out in turn from a random place in the range (so that
@@ -190,16 +228,102 @@ impl LocalProcessSpawner {
             .name("ganymede-launcher".into())
             .spawn(move || {
                 for mut launch in launches {
-                    let _ = launch.reply.send(launch.command.spawn());
+                    (launch.then)(launch.command.spawn());
                 }
             })
             .map_err(|err| SpawnError::Io(format!("cannot start the launcher thread: {err}")))?;
-        Ok(LocalProcessSpawner {
+        let spawner = LocalProcessSpawner {
             settings,
             children: Default::default(),
             launcher: Mutex::new(launcher),
             ports: Mutex::new(Ports::new()),
-        })
+            zygote: Default::default(),
+        };
+        spawner.start_zygote();
+        Ok(spawner)
+    }
+
+    /// The script the warm interpreter runs and its interpreter, when prefork is on
+    /// and the command is a Python console script.
+    fn prefork_script(&self) -> Option<(PathBuf, PathBuf)> {
+        self.settings.prefork.as_ref()?;
+        let path = self.base_env().get("PATH").cloned();
+        let script = resolve(&self.settings.cmd[0], path.as_deref()).ok()?;
+        let python = prefork::script_interpreter(&script)?;
+        Some((script, python))
+    }
+
+    /// The environment every server shares (the warm interpreter's): kept variables
+    /// from the hub's, then `environment`.
+    fn base_env(&self) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self
+            .settings
+            .env_keep
+            .iter()
+            .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
+            .collect();
+        env.extend(self.settings.environment.clone());
+        env
+    }
+
+    /// Starts the warm interpreter (in the background: it is used once it has
+    /// imported its modules). Servers start afresh until then, or when it fails.
+    fn start_zygote(&self) {
+        let Some(preload) = &self.settings.prefork else { return };
+        let Some((_, python)) = self.prefork_script() else {
+            warn!(
+                cmd = %self.settings.cmd[0],
+                "prefork is on, but the spawner command is not a Python console script: servers start afresh"
+            );
+            return;
+        };
+        let mut command = Zygote::command(&python, preload);
+        let mut env = self.base_env();
+        env.insert(PREFORK_MARKER.into(), self.settings.instance.clone());
+        if let Some(run_as) = &self.settings.run_as {
+            env.insert("HOME".into(), run_as.home.display().to_string());
+            command.uid(run_as.uid).gid(run_as.gid);
+        }
+        let log = self.settings.logs.join("prefork.log");
+        let stderr = std::fs::create_dir_all(&self.settings.logs)
+            .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&log));
+        command
+            .env_clear()
+            .envs(&env)
+            .current_dir("/")
+            .stderr(stderr.map_or_else(|_| Stdio::null(), Stdio::from))
+            .process_group(0);
+        die_with_parent(&mut command);
+        let slot = self.zygote.clone();
+        let then = move |launched: std::io::Result<std::process::Child>| match launched.and_then(Zygote::new) {
+            Ok(zygote) => *lock(&slot) = Some(Arc::new(zygote)),
+            Err(err) => {
+                warn!(python = %python.display(), %err, "cannot start the warm interpreter: servers start afresh");
+            }
+        };
+        let _ = lock(&self.launcher).send(Launch {
+            command,
+            then: Box::new(then),
+        });
+    }
+
+    /// Whether servers start from a warm interpreter now (prefork is on and it has
+    /// imported its modules).
+    pub fn is_warm(&self) -> bool {
+        lock(&self.zygote).as_ref().is_some_and(|zygote| zygote.is_ready())
+    }
+
+    /// The warm interpreter if it is ready; restarts it if it died.
+    fn ready_zygote(&self) -> Option<Arc<Zygote>> {
+        let zygote = lock(&self.zygote).clone()?;
+        if zygote.is_ready() {
+            return Some(zygote);
+        }
+        if !zygote.is_alive() {
+            lock(&self.zygote).take();
+            self.start_zygote();
+        }
+        None
     }
 
     pub fn settings(&self) -> &LocalSettings {
@@ -276,38 +400,36 @@ impl LocalProcessSpawner {
                 .await
                 .map_err(|err| SpawnError::Io(err.to_string()))??;
 
-        let mut command = std::process::Command::new(&program);
-        command
-            .args(&args)
-            .env_clear()
-            .envs(&env)
-            .current_dir(&home)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0);
-        if let Some(run_as) = &settings.run_as {
-            command.uid(run_as.uid).gid(run_as.gid);
-        }
-        die_with_parent(&mut command);
-
         let _ = progress.send(Progress {
             progress: 50,
             message: "Spawning server...".into(),
         });
-        let (reply, launched) = tokio::sync::oneshot::channel();
-        lock(&self.launcher)
-            .send(Launch { command, reply })
-            .map_err(|_| SpawnError::Io("the launcher thread is gone".into()))?;
-        let process = launched
-            .await
-            .map_err(|_| SpawnError::Io("the launcher thread is gone".into()))?
-            .map_err(|err| SpawnError::Command {
-                command: program.display().to_string(),
-                reason: err.to_string(),
-            })?;
+        let process = match self.fork(&program, &args, &env, &home, &log).await {
+            Some((pid, zygote)) => Process::Forked { pid, zygote },
+            None => {
+                let mut command = std::process::Command::new(&program);
+                command
+                    .args(&args)
+                    .env_clear()
+                    .envs(&env)
+                    .current_dir(&home)
+                    .stdin(Stdio::null())
+                    .stdout(stdout)
+                    .stderr(stderr)
+                    .process_group(0);
+                if let Some(run_as) = &settings.run_as {
+                    command.uid(run_as.uid).gid(run_as.gid);
+                }
+                die_with_parent(&mut command);
+                Process::Direct(self.run(command, &program).await?)
+            }
+        };
         let pid = process.id();
-        info!(user = %spec.user, server = %spec.server, spawn_id, pid, port, "server process started");
+        if matches!(process, Process::Forked { .. }) {
+            info!(user = %spec.user, server = %spec.server, spawn_id, pid, port, "server process started from the warm interpreter");
+        } else {
+            info!(user = %spec.user, server = %spec.server, spawn_id, pid, port, "server process started");
+        }
         let state = json!({"pid": pid, "port": port, "log": log.display().to_string()});
         lock(&self.children).insert(
             spawn_id,
@@ -322,12 +444,65 @@ impl LocalProcessSpawner {
         Ok(Started { url, state })
     }
 
+    /// Runs `command` from the launcher thread.
+    async fn run(&self, command: std::process::Command, program: &Path) -> Result<std::process::Child, SpawnError> {
+        let (reply, launched) = tokio::sync::oneshot::channel();
+        lock(&self.launcher)
+            .send(Launch {
+                command,
+                then: Box::new(move |result| {
+                    let _ = reply.send(result);
+                }),
+            })
+            .map_err(|_| SpawnError::Io("the launcher thread is gone".into()))?;
+        launched
+            .await
+            .map_err(|_| SpawnError::Io("the launcher thread is gone".into()))?
+            .map_err(|err| SpawnError::Command {
+                command: program.display().to_string(),
+                reason: err.to_string(),
+            })
+    }
+
+    /// Starts the server from the warm interpreter, if one is ready and `program` is
+    /// its script; `None` means "start it afresh".
+    async fn fork(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        home: &Path,
+        log: &Path,
+    ) -> Option<(u32, Arc<Zygote>)> {
+        let zygote = self.ready_zygote()?;
+        let (script, _) = self.prefork_script()?;
+        if script != program {
+            return None;
+        }
+        let mut argv = vec![program.display().to_string()];
+        argv.extend(args.iter().cloned());
+        let request = ForkRequest {
+            script: program,
+            argv,
+            env,
+            cwd: home,
+            log,
+        };
+        match zygote.fork(request).await {
+            Ok(pid) => Some((pid, zygote.clone())),
+            Err(err) => {
+                warn!(%err, "the warm interpreter could not start a server: starting it afresh");
+                None
+            }
+        }
+    }
+
     /// Whether our child for `spawn_id` has exited (reaping it if so).
     fn child_exit(&self, spawn_id: u64) -> Option<Option<String>> {
         let mut children = lock(&self.children);
         let child = children.get_mut(&spawn_id)?;
         if child.exited.is_none()
-            && let Ok(Some(status)) = child.process.try_wait()
+            && let Some(status) = child.process.try_wait()
         {
             child.exited = Some(describe_exit(status, &child.log));
         }
@@ -494,7 +669,7 @@ fn server_ports() -> (u16, u16) {
 }
 
 /// `program` as it will be run: a path as given, a bare name found on `path`.
-fn resolve(program: &str, path: Option<&str>) -> Result<PathBuf, SpawnError> {
+pub(crate) fn resolve(program: &str, path: Option<&str>) -> Result<PathBuf, SpawnError> {
     if program.contains('/') {
         let candidate = PathBuf::from(program);
         return if candidate.is_file() {

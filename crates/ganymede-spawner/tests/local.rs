@@ -126,10 +126,13 @@ async fn a_server_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let instance = settings.instance.clone();
     let spawner = LocalProcessSpawner::new(settings).expect("spawner");
     let started = spawner.start(&spec(2), &sink()).await.expect("started");
-    eventually("the server to run", Duration::from_secs(5), async || {
-        (!processes_marked(format!("{instance}/")).await.is_empty()).then_some(())
+    // "ready" comes after the trap is set: a SIGTERM before it would end the shell.
+    let log = dir.path().join("logs/alice.log");
+    eventually("the server to ignore SIGTERM", Duration::from_secs(5), async || {
+        std::fs::read_to_string(&log).ok()?.contains("ready").then_some(())
     })
     .await;
+    assert!(!processes_marked(format!("{instance}/")).await.is_empty());
     let begun = Instant::now();
     spawner.stop(refer(2, &started.state)).await.expect("stopped");
     assert!(

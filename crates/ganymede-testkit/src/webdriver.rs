@@ -101,6 +101,14 @@ impl Chromium {
     }
 
     async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_raw(method.clone(), path, body).await {
+            Ok(value) => value,
+            Err((error, message)) => panic!("WebDriver {method} {path}: {error}: {message}"),
+        }
+    }
+
+    /// The answer, or WebDriver's error code and message.
+    async fn try_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, (String, Value)> {
         let mut request = self.client.request(method.clone(), format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(&body);
@@ -111,9 +119,31 @@ impl Chromium {
             .unwrap_or_else(|err| panic!("WebDriver {method} {path}: {err}"));
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if let Some(error) = value["value"]["error"].as_str() {
-            panic!("WebDriver {method} {path}: {error}: {}", value["value"]["message"]);
+            return Err((error.to_owned(), value["value"]["message"].clone()));
         }
-        value
+        Ok(value)
+    }
+
+    /// Finds `css` and acts on it, again while the page is still settling (the element
+    /// is hidden, covered, or replaced), for up to 10 s.
+    async fn act(&self, css: &str, action: &str, body: Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.find(css, Duration::from_secs(10)).await;
+            let path = format!("/element/{element}/{action}");
+            match self.try_raw(reqwest::Method::POST, &path, Some(body.clone())).await {
+                Ok(_) => return,
+                Err((error, _))
+                    if matches!(
+                        error.as_str(),
+                        "element not interactable" | "element click intercepted" | "stale element reference"
+                    ) && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err((error, message)) => panic!("WebDriver {action} on {css}: {error}: {message}"),
+            }
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -172,23 +202,11 @@ impl Chromium {
     }
 
     pub async fn click(&self, css: &str) {
-        let element = self.find(css, Duration::from_secs(10)).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.act(css, "click", json!({})).await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        let element = self.find(css, Duration::from_secs(10)).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+        self.act(css, "value", json!({ "text": text })).await;
     }
 
     pub async fn text(&self, css: &str) -> String {

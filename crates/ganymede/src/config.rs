@@ -97,6 +97,12 @@ pub struct SpawnerSection {
     pub stop_timeout: String,
     /// The leader fails the servers of a replica it has not heard from for this long.
     pub owner_timeout: String,
+    /// Start servers from a warm Python interpreter that has already imported
+    /// `prefork_preload` (when `cmd` is a Python console script, as
+    /// jupyterhub-singleuser is): seconds faster; modules that read the environment
+    /// when imported see the spawner's common environment, not each server's.
+    pub prefork: bool,
+    pub prefork_preload: Vec<String>,
 }
 
 impl Default for SpawnerSection {
@@ -123,6 +129,11 @@ impl Default for SpawnerSection {
             poll_interval: "10s".into(),
             stop_timeout: "10s".into(),
             owner_timeout: "10s".into(),
+            prefork: false,
+            prefork_preload: ganymede_spawner::DEFAULT_PRELOAD
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 }
@@ -768,6 +779,7 @@ fn spawner_config(section: SpawnerSection, data_dir: &std::path::Path) -> Result
             local.default_url = non_empty(&section.default_url);
             local.allow_root = section.allow_root;
             local.stop_timeout = duration("spawner.stop_timeout", &section.stop_timeout)?;
+            local.prefork = section.prefork.then_some(section.prefork_preload);
             Some(local)
         }
         other => {

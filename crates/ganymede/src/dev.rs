@@ -54,7 +54,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
              [proxy]\napi_bind = \"127.0.0.1:{proxy}\"\n\n\
              [events]\ngrpc_bind = \"127.0.0.1:{grpc}\"\npub_bind = \"127.0.0.1:{events}\"\n\n\
              [auth]\nauthenticator = \"dummy\"\n\n\
-             [spawner]\ncmd = [{cmd:?}]\ndefault_url = \"/lab\"\nenvironment = {{ PATH = {path:?} }}\n",
+             [spawner]\ncmd = [{cmd:?}]\ndefault_url = \"/lab\"\nprefork = true\nenvironment = {{ PATH = {path:?} }}\n",
             data = dir.join("hub").display().to_string(),
             api = args.hub_port,
             cmd = venv_bin.join("jupyterhub-singleuser").display().to_string(),
