@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Spawning, measured from the API client's side, same machine, same run:
 #   1. spawn-to-ready of real JupyterLab (jupyterhub-singleuser from the project venv, the
-#      same command and arguments for both): Ganymede (one hub replica, local spawner)
-#      against JupyterHub 6.1.1 (SimpleLocalProcessSpawner), interleaved round by round.
+#      same command and arguments for all): Ganymede (one hub replica, local spawner),
+#      Ganymede with prefork (servers forked from a warm interpreter), and JupyterHub
+#      6.1.1 (SimpleLocalProcessSpawner), interleaved round by round.
 #      A round: POST /hub/api/users/<u>/server, then GET the user every 20 ms until
 #      "ready"; the time from the POST to the first ready answer. Then the server stops.
 #   2. burst: BURST test single-user servers (ganymede-test-singleuser) started at once
@@ -45,9 +46,10 @@ wait_up() {
   echo "spawn/run.sh: $1 never answered 200" >&2; exit 1
 }
 
-# ganymede_hubs <name> <size> <cmd TOML array> <args TOML array> → "api1 api2 …" (and edges' feed ports in $WORK/<name>.feeds)
+# ganymede_hubs <name> <size> <cmd TOML array> <args TOML array> [prefork true|false]
+#   → "api1 api2 …" (and edges' feed ports in $WORK/<name>.feeds)
 ganymede_hubs() {
-  local name=$1 size=$2 cmd=$3 args=$4 i members="" apis=()
+  local name=$1 size=$2 cmd=$3 args=$4 prefork=${5:-false} i members="" apis=()
   declare -a api raft feed events proxy
   for i in $(seq 1 "$size"); do
     api[i]=$(port); raft[i]=$(port); feed[i]=$(port); events[i]=$(port); proxy[i]=$(port)
@@ -61,7 +63,7 @@ node_id = $i
 data_dir = "$WORK/$name$i"
 api_bind = "127.0.0.1:${api[i]}"
 raft_bind = "127.0.0.1:${raft[i]}"
-log = "warn"
+log = "warn,ganymede_spawner::prefork=info"
 [cluster]
 initial_members = [$members]
 [proxy]
@@ -75,6 +77,7 @@ concurrent_spawn_limit = 0
 cmd = $cmd
 args = $args
 allow_root = false
+prefork = $prefork
 environment = { PATH = "$VENV_BIN:/usr/local/bin:/usr/bin:/bin" }
 TOML
     echo "{ api = \"127.0.0.1:${api[i]}\", grpc = \"127.0.0.1:${feed[i]}\", events = \"127.0.0.1:${events[i]}\" }," >> "$WORK/$name.feeds"
@@ -168,12 +171,17 @@ PY
 )
 
 G=$(ganymede_hubs g 1 "[\"$VENV_BIN/jupyterhub-singleuser\"]" "$ARGS")
+P=$(ganymede_hubs p 1 "[\"$VENV_BIN/jupyterhub-singleuser\"]" "$ARGS" true)
 J=$(jupyterhub j)
-declare -a GT JT
+# The warm interpreter imports for a few seconds after the hub starts.
+for _ in $(seq 1 600); do grep -q "warm interpreter ready" "$WORK/p1.log" && break; sleep 0.1; done
+grep -q "warm interpreter ready" "$WORK/p1.log" || { echo "spawn/run.sh: no warm interpreter" >&2; exit 1; }
+declare -a GT PT JT
 for round in $(seq 1 "$ROUNDS"); do
   GT+=("$(python3 -c "$SPAWN" "$G" "$TOKEN" "g$round")")
+  PT+=("$(python3 -c "$SPAWN" "$P" "$TOKEN" "p$round")")
   JT+=("$(python3 -c "$SPAWN" "$J" "$TOKEN" "j$round")")
-  echo "round $round: ganymede ${GT[-1]} s, jupyterhub ${JT[-1]} s" >&2
+  echo "round $round: ganymede ${GT[-1]} s, prefork ${PT[-1]} s, jupyterhub ${JT[-1]} s" >&2
 done
 
 # The burst: 3 replicas, 2 edges, the test single-user server.
@@ -214,16 +222,16 @@ print(f"{took:.2f}")
 PY
 )
 
-python3 - "${GT[*]}" "${JT[*]}" "$BURST" "$BURST_S" "$ROUNDS" <<'PY'
+python3 - "${GT[*]}" "${PT[*]}" "${JT[*]}" "$BURST" "$BURST_S" "$ROUNDS" <<'PY'
 import json, statistics, sys
-g = [float(x) for x in sys.argv[1].split()]
-j = [float(x) for x in sys.argv[2].split()]
-burst, burst_s, rounds = int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-gm, jm = statistics.median(g), statistics.median(j)
+g, p, j = ([float(x) for x in arg.split()] for arg in sys.argv[1:4])
+burst, burst_s, rounds = int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+gm, pm, jm = statistics.median(g), statistics.median(p), statistics.median(j)
 print(f"\nspawn-to-ready of JupyterLab (jupyterhub-singleuser, same command), median of {rounds} interleaved rounds")
-print(f"{'':26} {'ganymede':>9} {'jupyterhub':>11}")
-print(f"{'median s':26} {gm:9.2f} {jm:11.2f}   ganymede {jm - gm:.2f} s faster, {jm / gm:.1f}x")
-print(f"{'min / max s':26} {min(g):4.2f}/{max(g):4.2f} {min(j):5.2f}/{max(j):5.2f}")
+print(f"{'':14} {'ganymede':>10} {'prefork':>10} {'jupyterhub':>11}")
+print(f"{'median s':14} {gm:10.2f} {pm:10.2f} {jm:11.2f}")
+print(f"{'min / max s':14} {min(g):5.2f}/{max(g):4.2f} {min(p):5.2f}/{max(p):4.2f} {min(j):6.2f}/{max(j):4.2f}")
+print(f"vs jupyterhub: ganymede {jm - gm:.2f} s faster ({jm / gm:.1f}x), with prefork {jm - pm:.2f} s faster ({jm / pm:.1f}x)")
 print(f"\n{burst} test servers started at once through 3 replicas: every route in both edges after {burst_s:.2f} s")
-print(json.dumps({"spawn_to_ready_s": {"ganymede": g, "jupyterhub": j}, "burst": {"servers": burst, "seconds": burst_s}}))
+print(json.dumps({"spawn_to_ready_s": {"ganymede": g, "ganymede_prefork": p, "jupyterhub": j}, "burst": {"servers": burst, "seconds": burst_s}}))
 PY

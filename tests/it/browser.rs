@@ -153,11 +153,14 @@ async fn jupyterlab_in_chromium_through_both_edges() {
     // The second edge: same host, so the same cookies; a new server, a new notebook.
     notebook_round_trip(&browser, &cluster.edge_url(1, "")).await;
     browser.quit().await;
-    let warm_starts = cluster.logs().matches("server process started from the warm interpreter").count();
+    let warm_starts = cluster
+        .logs()
+        .matches("server process started from the warm interpreter")
+        .count();
     assert_eq!(warm_starts, 2, "both servers came from a warm interpreter");
     ganymede_testkit::eventually("nothing left running", PATIENCE, || async {
         (1..=3)
-            .all(|id| ganymede_testkit::process::processes_with_home_under(&cluster.data_dir(id)).is_empty())
+            .all(|id| ganymede_testkit::process::servers_with_home_under(&cluster.data_dir(id)).is_empty())
             .then_some(())
     })
     .await;

@@ -182,3 +182,90 @@ async fn jupyterlab_runs_code_through_the_edge_and_outlives_the_hub_leader() {
     })
     .await;
 }
+
+/// With prefork, a replica's servers are children of its warm interpreter: a replica
+/// killed with SIGKILL still takes the interpreter, its servers and their kernels along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_takes_its_warm_interpreter_servers_and_kernels_along() {
+    let bin = venv_bin(&["jupyterhub-singleuser"]);
+    let mut cluster = ProcessCluster::new(3);
+    cluster.configure_spawner(&format!(
+        "cmd = [{:?}]\nprefork = true\nowner_timeout = \"3s\"\nstop_timeout = \"5s\"\nhttp_timeout = \"90s\"\nstart_timeout = \"90s\"",
+        bin.join("jupyterhub-singleuser").display().to_string()
+    ));
+    cluster.start_all();
+    let leader = cluster.leader().await;
+    let edge = cluster.add_edge(&[]);
+    cluster.start_edge(edge);
+    let owner = (1..=3).find(|id| *id != leader).expect("a follower");
+    eventually("the owner's warm interpreter", Duration::from_secs(90), || async {
+        std::fs::read_to_string(&cluster.hub(owner).log)
+            .is_ok_and(|log| log.contains("warm interpreter ready"))
+            .then_some(())
+    })
+    .await;
+    let (status, _) = cluster
+        .send(owner, Method::POST, "/hub/api/users/alice", Some(json!({})))
+        .await
+        .expect("alice");
+    assert_eq!(status, 201);
+    let (_, token) = cluster
+        .send(owner, Method::POST, "/hub/api/users/alice/tokens", Some(json!({})))
+        .await
+        .expect("token");
+    let token = token["token"].as_str().expect("a token").to_owned();
+    let (status, body) = cluster
+        .send(owner, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
+        .await
+        .expect("start");
+    assert!(matches!(status, 201 | 202), "{status} {body}");
+    eventually("JupyterLab to be ready", Duration::from_secs(60), || async {
+        let (_, user) = cluster.request(leader, Method::GET, "/hub/api/users/alice").await?;
+        (user["servers"][""]["ready"] == true).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&cluster.hub(owner).log).expect("owner's log");
+    assert!(
+        log.contains("server process started from the warm interpreter"),
+        "{log}"
+    );
+
+    let http = client();
+    let kernel: Value = eventually("a kernel through the edge", Duration::from_secs(30), || async {
+        let response = http
+            .post(cluster.edge_url(edge, "/user/alice/api/kernels"))
+            .header("authorization", format!("token {token}"))
+            .json(&json!({"name": "python3"}))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 201).then_some(())?;
+        response.json().await.ok()
+    })
+    .await;
+    assert!(kernel["id"].is_string(), "{kernel}");
+    let home = cluster.data_dir(owner);
+    // The interpreter, the server and the kernel.
+    eventually("three processes", Duration::from_secs(30), || async {
+        (ganymede_testkit::process::processes_with_home_under(&home).len() >= 3).then_some(())
+    })
+    .await;
+
+    cluster.kill9(owner);
+    eventually(
+        "nothing of the killed replica left running",
+        Duration::from_secs(30),
+        || async {
+            ganymede_testkit::process::processes_with_home_under(&home)
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    // The leader fails the dead replica's server; alice can start again elsewhere.
+    eventually("the server record to converge", Duration::from_secs(60), || async {
+        let (_, user) = cluster.request(leader, Method::GET, "/hub/api/users/alice").await?;
+        user["servers"].get("").is_none().then_some(())
+    })
+    .await;
+}

@@ -280,9 +280,16 @@ impl LocalProcessSpawner {
         let mut command = Zygote::command(&python, preload);
         let mut env = self.base_env();
         env.insert(PREFORK_MARKER.into(), self.settings.instance.clone());
-        if let Some(run_as) = &self.settings.run_as {
-            env.insert("HOME".into(), run_as.home.display().to_string());
-            command.uid(run_as.uid).gid(run_as.gid);
+        // Its home is the servers' (or the one user's): what it leaves there is theirs.
+        match &self.settings.run_as {
+            Some(run_as) => {
+                env.insert("HOME".into(), run_as.home.display().to_string());
+                command.uid(run_as.uid).gid(run_as.gid);
+            }
+            None => {
+                let _ = std::fs::create_dir_all(&self.settings.homes);
+                env.insert("HOME".into(), self.settings.homes.display().to_string());
+            }
         }
         let log = self.settings.logs.join("prefork.log");
         let stderr = std::fs::create_dir_all(&self.settings.logs)

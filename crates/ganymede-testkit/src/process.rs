@@ -72,6 +72,34 @@ pub fn processes_with_home_under(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+fn environ_has(pid: u32, prefix: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+        environ
+            .split(|b| *b == 0)
+            .any(|entry| entry.starts_with(prefix.as_bytes()))
+    })
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// [`processes_with_home_under`] but the replicas' warm interpreters (prefork): the
+/// servers and their children. (A forked server shows its interpreter's environment
+/// in `/proc`, so an interpreter is the marked process whose parent is not marked.)
+pub fn servers_with_home_under(dir: &Path) -> Vec<u32> {
+    let marker = format!("{}=", ganymede_spawner::PREFORK_MARKER);
+    processes_with_home_under(dir)
+        .into_iter()
+        .filter(|pid| {
+            let interpreter =
+                environ_has(*pid, &marker) && !parent_of(*pid).is_some_and(|parent| environ_has(parent, &marker));
+            !interpreter
+        })
+        .collect()
+}
+
 /// Starts `ganymede <args> <config>` with `env`, its output appended to `log`.
 fn spawn_logged(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()

@@ -108,7 +108,12 @@ impl Chromium {
     }
 
     /// The answer, or WebDriver's error code and message.
-    async fn try_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, (String, Value)> {
+    async fn try_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, Value)> {
         let mut request = self.client.request(method.clone(), format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(&body);
