@@ -14,41 +14,17 @@
 #
 #   benches/hubapi/logins.sh             ROUNDS=2 DURATION=10 THREADS=16 USERS=64
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
-BENCH_DIR=${GANYMEDE_BENCH_DIR:-$HOME/.cache/ganymede/bench}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-16}
 USERS=${USERS:-64}
-BIN=$CARGO_TARGET_DIR/debug/ganymede
-CHP=$BENCH_DIR/node/node_modules/.bin/configurable-http-proxy
 TOKEN=bench-hub-token-$RANDOM$RANDOM$RANDOM
 
 bash "$ROOT/benches/proxy/setup.sh"
 VENV_BIN=$(bash "$ROOT/ops/venv.sh")
 (cd "$ROOT" && cargo build --locked --quiet --bin ganymede)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-  local url=$1
-  for _ in $(seq 1 600); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-    [[ $code == 200 ]] && return 0
-    sleep 0.1
-  done
-  echo "logins.sh: $url never answered 200" >&2
-  exit 1
-}
 
 # ganymede <name> <authenticator> → prints its base URL
 ganymede() {
@@ -73,35 +49,12 @@ TOML
   echo "http://127.0.0.1:$api"
 }
 
-# jupyterhub <name> <authenticator class> → prints its base URL
-jupyterhub() {
-  local name=$1 class=$2 public hub proxy
-  public=$(port); hub=$(port); proxy=$(port)
-  mkdir -p "$WORK/$name"
-  cat > "$WORK/$name/jupyterhub_config.py" <<PY
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = $public
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = $hub
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$proxy"
-c.ConfigurableHTTPProxy.command = ["$CHP"]
-c.JupyterHub.authenticator_class = "$class"
-c.Authenticator.allow_all = True
-c.JupyterHub.db_url = "sqlite:///$WORK/$name/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "$WORK/$name/cookie_secret"
-c.JupyterHub.pid_file = "$WORK/$name/jupyterhub.pid"
-c.JupyterHub.log_level = "WARN"
-PY
-  (cd "$WORK/$name" && exec env PATH="$VENV_BIN:$PATH" "$VENV_BIN/jupyterhub" -f jupyterhub_config.py \
-    > "$WORK/$name.log" 2>&1) & PIDS+=($!)
-  wait_up "http://127.0.0.1:$hub/hub/health"
-  echo "http://127.0.0.1:$hub"
-}
 
 declare -A BASE
 BASE[ganymede.dummy]=$(ganymede g-dummy dummy)
 BASE[ganymede.native]=$(ganymede g-native native)
-BASE[jupyterhub.dummy]=$(jupyterhub j-dummy dummy)
+BASE[jupyterhub.dummy]=$(jupyterhub j-dummy 'c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True')
 
 # The login load: THREADS threads, each its own keep-alive connection, logging in
 # round-robin as USERS accounts for DURATION seconds; prints logins/s and p99 ms.

@@ -8,44 +8,19 @@
 #
 #   benches/hubapi/run.sh                ROUNDS=2 DURATION=10s CONNS=64
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
-BENCH_DIR=${GANYMEDE_BENCH_DIR:-$HOME/.cache/ganymede/bench}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 USERS=${USERS:-1000}
-BIN=$CARGO_TARGET_DIR/debug/ganymede
-CHP=$BENCH_DIR/node/node_modules/.bin/configurable-http-proxy
 TOKEN=bench-hub-token-$RANDOM$RANDOM$RANDOM
 
 bash "$ROOT/benches/proxy/setup.sh"
 VENV_BIN=$(bash "$ROOT/ops/venv.sh")
 (cd "$ROOT" && cargo build --locked --quiet --bin ganymede)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-  local url=$1
-  for _ in $(seq 1 600); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-    [[ $code == 200 ]] && return 0
-    sleep 0.1
-  done
-  echo "run.sh: $url never answered 200" >&2
-  exit 1
-}
 
 G_API=$(port); G_RAFT=$(port)
-J_PUBLIC=$(port); J_HUB=$(port); J_PROXY_API=$(port)
 
 cat > "$WORK/hub.toml" <<TOML
 [hub]
@@ -59,30 +34,13 @@ initial_members = [{ node_id = 1, raft_addr = "127.0.0.1:$G_RAFT", api_addr = "1
 TOML
 GANYMEDE_ADMIN_TOKEN=$TOKEN "$BIN" hub --config "$WORK/hub.toml" > "$WORK/ganymede.log" 2>&1 & PIDS+=($!)
 
-mkdir -p "$WORK/jupyterhub"
-cat > "$WORK/jupyterhub/jupyterhub_config.py" <<PY
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = $J_PUBLIC
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = $J_HUB
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$J_PROXY_API"
-c.ConfigurableHTTPProxy.command = ["$CHP"]
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.db_url = "sqlite:///$WORK/jupyterhub/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "$WORK/jupyterhub/cookie_secret"
-c.JupyterHub.pid_file = "$WORK/jupyterhub/jupyterhub.pid"
-c.JupyterHub.log_level = "WARN"
-c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
-c.JupyterHub.load_roles = [{"name": "bench", "scopes": ["admin:users", "admin:servers", "list:users", "read:users"], "services": ["bench"]}]
-PY
-(cd "$WORK/jupyterhub" && exec env PATH="$VENV_BIN:$PATH" "$VENV_BIN/jupyterhub" -f jupyterhub_config.py \
-  > "$WORK/jupyterhub.log" 2>&1) & PIDS+=($!)
-
 wait_up "http://127.0.0.1:$G_API/hub/health"
-wait_up "http://127.0.0.1:$J_HUB/hub/health"
+J_BASE=$(jupyterhub jupyterhub "c.JupyterHub.authenticator_class = \"dummy\"
+c.JupyterHub.services = [{\"name\": \"bench\", \"api_token\": \"$TOKEN\"}]
+c.JupyterHub.load_roles = [{\"name\": \"bench\", \"scopes\": [\"admin:users\", \"admin:servers\", \"list:users\", \"read:users\"], \"services\": [\"bench\"]}]")
 
 G=http://127.0.0.1:$G_API/hub/api
-J=http://127.0.0.1:$J_HUB/hub/api
+J=$J_BASE/hub/api
 echo "creating $USERS users on each hub..." >&2
 python3 - "$G" "$J" "$TOKEN" "$USERS" <<'PY'
 import json, sys, time, urllib.request
@@ -131,7 +89,7 @@ declare -A R
 for round in $(seq 1 "$ROUNDS"); do
   for hub in ganymede jupyterhub; do
     base=$G; [[ $hub == jupyterhub ]] && base=$J
-    one=$(measure "$base/users/u500")
+    one=$(measure "$base/users/u$((USERS / 2))")
     list=$(measure "$base/users?offset=0&limit=200" "${PAGE[@]}")
     total=$(burst "$base")
     R[$hub.one]+="$one;"; R[$hub.list]+="$list;"; R[$hub.burst]+="$total;"

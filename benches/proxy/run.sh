@@ -9,41 +9,18 @@
 #   ROUTES=10000 adds that many other routes to each proxy first (lookup cost).
 #   WORKERS=1 runs nginx and the edge with that many workers (default: one per core).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
-BENCH_DIR=${GANYMEDE_BENCH_DIR:-$HOME/.cache/ganymede/bench}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 ROUTES=${ROUTES:-0}
 THREADS=${WORKERS:-$(nproc)}
-BIN=$CARGO_TARGET_DIR/debug/ganymede
-CHP=$BENCH_DIR/node/node_modules/.bin/configurable-http-proxy
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 TOKEN=bench-proxy-token-$RANDOM$RANDOM
 
 bash "$ROOT/benches/proxy/setup.sh"
 (cd "$ROOT" && cargo build --locked --quiet --bin ganymede)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_200() {
-  local url=$1
-  for _ in $(seq 1 200); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && return 0
-    sleep 0.05
-  done
-  echo "run.sh: $url never answered 200" >&2
-  exit 1
-}
 
 UP=$(port); NG=$(port); CP=$(port); CA=$(port); EP=$(port)
 HUB_API=$(port); HUB_RAFT=$(port); HUB_ROUTES=$(port); HUB_FEED=$(port); HUB_EVENTS=$(port)
@@ -112,7 +89,7 @@ log = "warn"
 hubs = [{ api = "127.0.0.1:$HUB_API", grpc = "127.0.0.1:$HUB_FEED", events = "127.0.0.1:$HUB_EVENTS" }]
 TOML
 CONFIGPROXY_AUTH_TOKEN=$TOKEN "$BIN" hub --config "$WORK/hub.toml" > "$WORK/hub.log" 2>&1 & PIDS+=($!)
-wait_200 "http://127.0.0.1:$HUB_API/hub/health"
+wait_up "http://127.0.0.1:$HUB_API/hub/health" 200 0.05
 CONFIGPROXY_AUTH_TOKEN=$TOKEN "$BIN" edge --config "$WORK/edge.toml" > "$WORK/edge.log" 2>&1 & PIDS+=($!)
 
 add_route() {  # api-port path target
@@ -137,10 +114,10 @@ with concurrent.futures.ThreadPoolExecutor(32) as pool:
 PY
 fi
 URL_PATH=/user/bench/api/status
-wait_200 "http://127.0.0.1:$UP$URL_PATH"
-wait_200 "http://127.0.0.1:$EP$URL_PATH"
-wait_200 "http://127.0.0.1:$CP$URL_PATH"
-wait_200 "http://127.0.0.1:$NG$URL_PATH"
+wait_up "http://127.0.0.1:$UP$URL_PATH" 200 0.05
+wait_up "http://127.0.0.1:$EP$URL_PATH" 200 0.05
+wait_up "http://127.0.0.1:$CP$URL_PATH" 200 0.05
+wait_up "http://127.0.0.1:$NG$URL_PATH" 200 0.05
 
 # wrk's output → "req/s p50_ms p99_ms"
 measure() {

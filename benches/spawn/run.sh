@@ -11,14 +11,10 @@
 #
 #   benches/spawn/run.sh            ROUNDS=5 BURST=500
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
-BENCH_DIR=${GANYMEDE_BENCH_DIR:-$HOME/.cache/ganymede/bench}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ROUNDS=${ROUNDS:-5}
 BURST=${BURST:-500}
-BIN=$CARGO_TARGET_DIR/debug/ganymede
 TEST_SERVER=$CARGO_TARGET_DIR/debug/ganymede-test-singleuser
-CHP=$BENCH_DIR/node/node_modules/.bin/configurable-http-proxy
 TOKEN=bench-hub-token-$RANDOM$RANDOM$RANDOM
 PROXY_TOKEN=bench-proxy-token-$RANDOM$RANDOM$RANDOM
 
@@ -28,23 +24,6 @@ VENV_BIN=$(bash "$ROOT/ops/venv.sh")
 ARGS='[]'
 [[ $(id -u) == 0 ]] && ARGS='["--ServerApp.allow_root=True"]'
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-  for _ in $(seq 1 600); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" || true) == 200 ]] && return 0
-    sleep 0.1
-  done
-  echo "spawn/run.sh: $1 never answered 200" >&2; exit 1
-}
 
 # ganymede_hubs <name> <size> <cmd TOML array> <args TOML array> [prefork true|false]
 #   → "api1 api2 …" (and edges' feed ports in $WORK/<name>.feeds)
@@ -105,36 +84,6 @@ TOML
   echo "http://127.0.0.1:$metrics"
 }
 
-jupyterhub() {
-  local name=$1 public hub proxy
-  public=$(port); hub=$(port); proxy=$(port)
-  mkdir -p "$WORK/$name"
-  cat > "$WORK/$name/jupyterhub_config.py" <<PY
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = $public
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = $hub
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$proxy"
-c.ConfigurableHTTPProxy.command = ["$CHP"]
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = ["$VENV_BIN/jupyterhub-singleuser"]
-c.Spawner.args = $ARGS
-c.Spawner.environment = {"PATH": "$VENV_BIN:/usr/local/bin:/usr/bin:/bin"}
-c.SimpleLocalProcessSpawner.home_dir_template = "$WORK/$name/homes/{username}"
-c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
-c.JupyterHub.load_roles = [{"name": "bench", "scopes": ["admin:users", "admin:servers"], "services": ["bench"]}]
-c.JupyterHub.db_url = "sqlite:///$WORK/$name/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "$WORK/$name/cookie_secret"
-c.JupyterHub.pid_file = "$WORK/$name/jupyterhub.pid"
-c.JupyterHub.log_level = "WARN"
-PY
-  (cd "$WORK/$name" && exec env PATH="$VENV_BIN:$PATH" "$VENV_BIN/jupyterhub" -f jupyterhub_config.py \
-    > "$WORK/$name.log" 2>&1) & PIDS+=($!)
-  wait_up "http://127.0.0.1:$hub/hub/health"
-  echo "http://127.0.0.1:$hub"
-}
 
 SPAWN=$(cat <<'PY'
 import json, sys, time, urllib.request
@@ -172,7 +121,18 @@ PY
 
 G=$(ganymede_hubs g 1 "[\"$VENV_BIN/jupyterhub-singleuser\"]" "$ARGS")
 P=$(ganymede_hubs p 1 "[\"$VENV_BIN/jupyterhub-singleuser\"]" "$ARGS" true)
-J=$(jupyterhub j)
+J=$(jupyterhub j "$(cat <<PY
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = ["$VENV_BIN/jupyterhub-singleuser"]
+c.Spawner.args = $ARGS
+c.Spawner.environment = {"PATH": "$VENV_BIN:/usr/local/bin:/usr/bin:/bin"}
+c.SimpleLocalProcessSpawner.home_dir_template = "$WORK/j/homes/{username}"
+c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
+c.JupyterHub.load_roles = [{"name": "bench", "scopes": ["admin:users", "admin:servers"], "services": ["bench"]}]
+PY
+)")
 # The warm interpreter imports for a few seconds after the hub starts.
 for _ in $(seq 1 600); do grep -q "warm interpreter ready" "$WORK/p1.log" && break; sleep 0.1; done
 grep -q "warm interpreter ready" "$WORK/p1.log" || { echo "spawn/run.sh: no warm interpreter" >&2; exit 1; }

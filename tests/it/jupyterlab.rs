@@ -62,6 +62,32 @@ async fn execute(socket: &mut Socket, code: &str, n: u32) -> String {
     }
 }
 
+/// Creates alice and her token through replica `via`, starts her server there (so that
+/// replica owns it), and waits until `observer` says it is ready; her token.
+async fn start_alice(cluster: &ProcessCluster, via: u64, observer: u64) -> String {
+    let (status, _) = cluster
+        .send(via, Method::POST, "/hub/api/users/alice", Some(json!({})))
+        .await
+        .expect("alice");
+    assert_eq!(status, 201);
+    let (_, token) = cluster
+        .send(via, Method::POST, "/hub/api/users/alice/tokens", Some(json!({})))
+        .await
+        .expect("token");
+    let token = token["token"].as_str().expect("a token").to_owned();
+    let (status, body) = cluster
+        .send(via, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
+        .await
+        .expect("start");
+    assert!(matches!(status, 201 | 202), "{status} {body}");
+    eventually("JupyterLab to be ready", Duration::from_secs(120), || async {
+        let (_, user) = cluster.request(observer, Method::GET, "/hub/api/users/alice").await?;
+        (user["servers"][""]["ready"] == true).then_some(())
+    })
+    .await;
+    token
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterlab_runs_code_through_the_edge_and_outlives_the_hub_leader() {
     let bin = venv_bin(&["jupyterhub-singleuser"]);
@@ -78,26 +104,7 @@ async fn jupyterlab_runs_code_through_the_edge_and_outlives_the_hub_leader() {
     }
     // The server runs on a replica that is not the leader.
     let owner = (1..=3).find(|id| *id != leader).expect("a follower");
-    let (status, _) = cluster
-        .send(owner, Method::POST, "/hub/api/users/alice", Some(json!({})))
-        .await
-        .expect("alice");
-    assert_eq!(status, 201);
-    let (_, token) = cluster
-        .send(owner, Method::POST, "/hub/api/users/alice/tokens", Some(json!({})))
-        .await
-        .expect("token");
-    let token = token["token"].as_str().expect("a token").to_owned();
-    let (status, body) = cluster
-        .send(owner, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
-        .await
-        .expect("start");
-    assert!(matches!(status, 201 | 202), "{status} {body}");
-    eventually("JupyterLab to be ready", Duration::from_secs(120), || async {
-        let (_, user) = cluster.request(leader, Method::GET, "/hub/api/users/alice").await?;
-        (user["servers"][""]["ready"] == true).then_some(())
-    })
-    .await;
+    let token = start_alice(&cluster, owner, leader).await;
 
     // jupyter_server's API through each edge, with alice's token.
     let http = client();
@@ -204,26 +211,7 @@ async fn a_killed_replica_takes_its_warm_interpreter_servers_and_kernels_along()
             .then_some(())
     })
     .await;
-    let (status, _) = cluster
-        .send(owner, Method::POST, "/hub/api/users/alice", Some(json!({})))
-        .await
-        .expect("alice");
-    assert_eq!(status, 201);
-    let (_, token) = cluster
-        .send(owner, Method::POST, "/hub/api/users/alice/tokens", Some(json!({})))
-        .await
-        .expect("token");
-    let token = token["token"].as_str().expect("a token").to_owned();
-    let (status, body) = cluster
-        .send(owner, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
-        .await
-        .expect("start");
-    assert!(matches!(status, 201 | 202), "{status} {body}");
-    eventually("JupyterLab to be ready", Duration::from_secs(60), || async {
-        let (_, user) = cluster.request(leader, Method::GET, "/hub/api/users/alice").await?;
-        (user["servers"][""]["ready"] == true).then_some(())
-    })
-    .await;
+    let token = start_alice(&cluster, owner, leader).await;
     let log = std::fs::read_to_string(&cluster.hub(owner).log).expect("owner's log");
     assert!(
         log.contains("server process started from the warm interpreter"),

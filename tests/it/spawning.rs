@@ -58,6 +58,19 @@ async fn create_user(cluster: &ProcessCluster, name: &str) -> String {
     token["token"].as_str().expect("token").to_owned()
 }
 
+/// `POST /hub/api/users/<user>/server` through replica `node`: the status and body, or
+/// `None` when the replica did not answer.
+async fn start_server(cluster: &ProcessCluster, node: u64, user: &str) -> Option<(u16, Value)> {
+    cluster
+        .send(
+            node,
+            Method::POST,
+            &format!("/hub/api/users/{user}/server"),
+            Some(json!({})),
+        )
+        .await
+}
+
 async fn server_of(cluster: &ProcessCluster, node_id: u64, user: &str) -> Option<Value> {
     let (status, model) = cluster
         .request(
@@ -97,10 +110,7 @@ async fn servers_start_through_any_hub_reach_both_edges_and_converge_when_their_
     create_user(&cluster, "silent").await;
 
     // Started through hub 2, which runs it: ready within slow_spawn_timeout → 201.
-    let (status, body) = cluster
-        .send(2, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
-        .await
-        .expect("start");
+    let (status, body) = start_server(&cluster, 2, "alice").await.expect("start");
     assert_eq!(status, 201, "{body}");
     let server = server_of(&cluster, 1, "alice").await.expect("alice");
     assert_eq!(
@@ -130,10 +140,7 @@ async fn servers_start_through_any_hub_reach_both_edges_and_converge_when_their_
     );
 
     // A server that never answers stays pending (http_timeout is long here).
-    let (status, _) = cluster
-        .send(2, Method::POST, "/hub/api/users/silent/server", Some(json!({})))
-        .await
-        .expect("start");
+    let (status, _) = start_server(&cluster, 2, "silent").await.expect("start");
     assert_eq!(status, 202);
     let homes = cluster.data_dir(2);
     eventually("both servers' processes to run", DEADLINE, || async {
@@ -165,10 +172,7 @@ async fn servers_start_through_any_hub_reach_both_edges_and_converge_when_their_
     .await;
 
     // The user starts again, elsewhere.
-    let (status, body) = cluster
-        .send(3, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
-        .await
-        .expect("start again");
+    let (status, body) = start_server(&cluster, 3, "alice").await.expect("start again");
     assert_eq!(status, 201, "{body}");
     let seen = eventually("alice's new server through edge 1", DEADLINE, || {
         through_edge(&cluster, 1, "alice", &alice)
@@ -237,15 +241,7 @@ async fn bad_servers_fail_within_their_timeout_with_a_clear_message_and_leave_no
         ),
     ] {
         create_user(&cluster, user).await;
-        let (status, body) = cluster
-            .send(
-                1,
-                Method::POST,
-                &format!("/hub/api/users/{user}/server"),
-                Some(json!({})),
-            )
-            .await
-            .expect("start");
+        let (status, body) = start_server(&cluster, 1, user).await.expect("start");
         assert_eq!(status, 500, "{user}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains(expected), "{user}: {message}");
@@ -271,10 +267,7 @@ async fn bad_servers_fail_within_their_timeout_with_a_clear_message_and_leave_no
     cluster.start_all();
     cluster.leader().await;
     create_user(&cluster, "alice").await;
-    let (status, body) = cluster
-        .send(1, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
-        .await
-        .expect("start");
+    let (status, body) = start_server(&cluster, 1, "alice").await.expect("start");
     assert_eq!(status, 500, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
     assert!(
@@ -314,15 +307,7 @@ async fn fifty_users_start_at_once_within_the_concurrent_spawn_limit() {
             let cluster = &cluster;
             async move {
                 let node = (i % 3) as u64 + 1;
-                let (status, body) = cluster
-                    .send(
-                        node,
-                        Method::POST,
-                        &format!("/hub/api/users/{name}/server"),
-                        Some(json!({})),
-                    )
-                    .await
-                    .unwrap_or((0, Value::Null));
+                let (status, body) = start_server(cluster, node, name).await.unwrap_or((0, Value::Null));
                 (name.clone(), status, body)
             }
         });
@@ -379,15 +364,7 @@ async fn the_real_idle_culler_stops_servers_nobody_uses() {
     let alice = create_user(&cluster, "alice").await;
     create_user(&cluster, "bob").await;
     for user in ["alice", "bob"] {
-        let (status, body) = cluster
-            .send(
-                1,
-                Method::POST,
-                &format!("/hub/api/users/{user}/server"),
-                Some(json!({})),
-            )
-            .await
-            .expect("start");
+        let (status, body) = start_server(&cluster, 1, user).await.expect("start");
         assert_eq!(status, 201, "{body}");
     }
     let log = std::fs::File::create(cluster.dir.path().join("culler.log")).expect("log");
@@ -470,10 +447,7 @@ async fn servers_run_as_the_configured_unprivileged_user() {
     cluster.start_all();
     cluster.leader().await;
     create_user(&cluster, "alice").await;
-    let (status, body) = cluster
-        .send(1, Method::POST, "/hub/api/users/alice/server", Some(json!({})))
-        .await
-        .expect("start");
+    let (status, body) = start_server(&cluster, 1, "alice").await.expect("start");
     assert_eq!(status, 201, "{body}");
     let home = format!("/home/{name}");
     let pids = processes_with_home_under(std::path::Path::new(&home));

@@ -357,24 +357,17 @@ fn start_login(app: &App, next: &str) -> Response {
         .find("://")
         .and_then(|at| hub[at + 3..].find('/').map(|p| &hub[at + 3 + p..]))
         .unwrap_or("/hub");
-    Redirect::to(&format!(
-        "{hub_path}/api/oauth2/authorize?client_id={}&redirect_uri={}&response_type=code&code_challenge={challenge}&code_challenge_method=S256&state={state}",
-        quote(&app.config.client_id),
-        quote(&app.config.callback),
-    ))
-    .into_response()
-}
-
-fn quote(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("client_id", app.config.client_id.as_str()),
+            ("redirect_uri", app.config.callback.as_str()),
+            ("response_type", "code"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("state", state.as_str()),
+        ])
+        .finish();
+    Redirect::to(&format!("{hub_path}/api/oauth2/authorize?{query}")).into_response()
 }
 
 #[derive(Deserialize)]
@@ -398,11 +391,9 @@ async fn oauth_callback(app: App, request: Request<Body>) -> Response {
         ("redirect_uri", app.config.callback.as_str()),
         ("code_verifier", verifier.as_str()),
     ];
-    let body: String = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", quote(v)))
-        .collect::<Vec<_>>()
-        .join("&");
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
     let token: serde_json::Value = match app
         .http
         .post(format!("{}/oauth2/token", app.config.api_url))

@@ -427,6 +427,32 @@ async fn browse(url: &str, hub: &str, server: &str, jar: &mut Jar) -> reqwest::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t30_the_real_jupyterhub_singleuser_logs_a_browser_in_through_oauth() {
     let bin = venv_bin(&["jupyterhub-singleuser"]);
+    a_single_user_server_logs_a_browser_in(
+        &bin.join("jupyterhub-singleuser"),
+        &["--ServerApp.allow_root=True", "--ServerApp.log_level=INFO"],
+        "JupyterLab",
+    )
+    .await;
+}
+
+/// The test single-user server (benchmarks and tests start hundreds) speaks the same
+/// OAuth client flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t31_the_test_single_user_server_logs_a_browser_in_through_oauth() {
+    a_single_user_server_logs_a_browser_in(
+        &ganymede_testkit::process::test_singleuser_bin(),
+        &[],
+        "<p id=\"who\">alice</p>",
+    )
+    .await;
+}
+
+/// Runs `program` as alice's server (this test is the spawner), logs a browser in at
+/// the hub and opens her server, which sends it through the hub's OAuth flow and must
+/// then show `page_says`; the token carries the session, activity reaches the hub, and
+/// logging out revokes the token.
+async fn a_single_user_server_logs_a_browser_in(program: &std::path::Path, args: &[&str], page_says: &str) {
+    let bin = program.parent().expect("the program's directory").to_owned();
     let cluster = TestCluster::start_with_settings(3, Timings::default(), test_settings()).await;
     let admin = cluster.hub(1).api.clone();
     let (status, _) = admin.post("/hub/api/users/alice", json!({})).await.expect("alice");
@@ -442,8 +468,8 @@ async fn t30_the_real_jupyterhub_singleuser_logs_a_browser_in_through_oauth() {
     let api_url = format!("{}/hub/api", cluster.hub(3).api.base);
     let server_url = format!("http://127.0.0.1:{port}");
     let log = std::fs::File::create(work.path().join("singleuser.log")).expect("log");
-    let mut child = tokio::process::Command::new(bin.join("jupyterhub-singleuser"))
-        .args(["--ServerApp.allow_root=True", "--ServerApp.log_level=INFO"])
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .current_dir(work.path())
         .env_clear()
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
@@ -510,7 +536,7 @@ async fn t30_the_real_jupyterhub_singleuser_logs_a_browser_in_through_oauth() {
         let log = std::fs::read_to_string(work.path().join("singleuser.log")).unwrap_or_default();
         panic!("JupyterLab answered {status}: {html}\n--- singleuser log:\n{log}");
     }
-    assert!(html.contains("JupyterLab"), "{html}");
+    assert!(html.contains(page_says), "{html}");
     assert!(
         jar.get("jupyterhub-user-alice").is_some(),
         "the server set its own login cookie"
