@@ -378,7 +378,12 @@ async fn the_real_idle_culler_stops_servers_nobody_uses() {
         .spawn()
         .expect("jupyterhub-idle-culler");
 
-    // Alice works through the edge for a while; bob does nothing.
+    // Alice works through the edge for a while (once her route has reached it); bob
+    // does nothing.
+    eventually("alice's route at the edge", DEADLINE, || {
+        through_edge(&cluster, edge, "alice", &alice)
+    })
+    .await;
     let busy_until = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < busy_until {
         assert!(
