@@ -9,10 +9,23 @@ CHP=$BENCH_DIR/node/node_modules/.bin/configurable-http-proxy
 BENCH_NAME=${BENCH_NAME:-$(basename "$(dirname "$0")")/$(basename "$0")}
 
 WORK=$(mktemp -d)
-PIDS=()
+# Started processes are listed in a file, not an array: most are started inside $(…)
+# (a subshell), whose variables the script never sees.
+started() { echo "$1" >> "$WORK/pids"; }
 bench_cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local pids=() pid _
+  [[ -f $WORK/pids ]] && mapfile -t pids < "$WORK/pids"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # They are not all this shell's children: wait by polling, 15 s at most.
+  for _ in $(seq 1 150); do
+    local alive=0
+    for pid in "${pids[@]}"; do
+      [[ -e /proc/$pid && $(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null) != Z ]] && alive=1
+    done
+    (( alive )) || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap bench_cleanup EXIT
@@ -49,7 +62,7 @@ c.JupyterHub.log_level = "WARN"
 $extra
 PY
   (cd "$WORK/$name" && exec env PATH="$VENV_BIN:$PATH" "$VENV_BIN/jupyterhub" -f jupyterhub_config.py \
-    > "$WORK/$name.log" 2>&1) & PIDS+=($!)
+    > "$WORK/$name.log" 2>&1) & started $!
   wait_up "http://127.0.0.1:$hub/hub/health"
   echo "http://127.0.0.1:$hub"
 }

@@ -44,7 +44,7 @@ authenticator = "$authenticator"
 open_signup = true
 allowed_failed_logins = 0
 TOML
-  GANYMEDE_ADMIN_TOKEN=$TOKEN "$BIN" hub --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 & PIDS+=($!)
+  GANYMEDE_ADMIN_TOKEN=$TOKEN "$BIN" hub --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 & started $!
   wait_up "http://127.0.0.1:$api/hub/health"
   echo "http://127.0.0.1:$api"
 }

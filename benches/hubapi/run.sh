@@ -32,7 +32,7 @@ log = "warn"
 [cluster]
 initial_members = [{ node_id = 1, raft_addr = "127.0.0.1:$G_RAFT", api_addr = "127.0.0.1:$G_API" }]
 TOML
-GANYMEDE_ADMIN_TOKEN=$TOKEN "$BIN" hub --config "$WORK/hub.toml" > "$WORK/ganymede.log" 2>&1 & PIDS+=($!)
+GANYMEDE_ADMIN_TOKEN=$TOKEN "$BIN" hub --config "$WORK/hub.toml" > "$WORK/ganymede.log" 2>&1 & started $!
 
 wait_up "http://127.0.0.1:$G_API/hub/health"
 J_BASE=$(jupyterhub jupyterhub "c.JupyterHub.authenticator_class = \"dummy\"

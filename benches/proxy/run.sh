@@ -60,10 +60,10 @@ http {
   }
 }
 NGINX
-"$NGINX" -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
-"$NGINX" -c "$WORK/proxy.conf" -e "$WORK/proxy.err" & PIDS+=($!)
+"$NGINX" -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & started $!
+"$NGINX" -c "$WORK/proxy.conf" -e "$WORK/proxy.err" & started $!
 CONFIGPROXY_AUTH_TOKEN=$TOKEN "$CHP" --ip 127.0.0.1 --port "$CP" --api-ip 127.0.0.1 --api-port "$CA" \
-  --log-level error > "$WORK/chp.log" 2>&1 & PIDS+=($!)
+  --log-level error > "$WORK/chp.log" 2>&1 & started $!
 
 cat > "$WORK/hub.toml" <<TOML
 [hub]
@@ -88,9 +88,9 @@ metrics_bind = ""
 log = "warn"
 hubs = [{ api = "127.0.0.1:$HUB_API", grpc = "127.0.0.1:$HUB_FEED", events = "127.0.0.1:$HUB_EVENTS" }]
 TOML
-CONFIGPROXY_AUTH_TOKEN=$TOKEN "$BIN" hub --config "$WORK/hub.toml" > "$WORK/hub.log" 2>&1 & PIDS+=($!)
+CONFIGPROXY_AUTH_TOKEN=$TOKEN "$BIN" hub --config "$WORK/hub.toml" > "$WORK/hub.log" 2>&1 & started $!
 wait_up "http://127.0.0.1:$HUB_API/hub/health" 200 0.05
-CONFIGPROXY_AUTH_TOKEN=$TOKEN "$BIN" edge --config "$WORK/edge.toml" > "$WORK/edge.log" 2>&1 & PIDS+=($!)
+CONFIGPROXY_AUTH_TOKEN=$TOKEN "$BIN" edge --config "$WORK/edge.toml" > "$WORK/edge.log" 2>&1 & started $!
 
 add_route() {  # api-port path target
   curl -sf -o /dev/null -X POST -H "Authorization: token $TOKEN" -d "{\"target\": \"$3\"}" "http://127.0.0.1:$1/api/routes$2"

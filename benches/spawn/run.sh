@@ -60,7 +60,7 @@ prefork = $prefork
 environment = { PATH = "$VENV_BIN:/usr/local/bin:/usr/bin:/bin" }
 TOML
     echo "{ api = \"127.0.0.1:${api[i]}\", grpc = \"127.0.0.1:${feed[i]}\", events = \"127.0.0.1:${events[i]}\" }," >> "$WORK/$name.feeds"
-    GANYMEDE_ADMIN_TOKEN=$TOKEN CONFIGPROXY_AUTH_TOKEN=$PROXY_TOKEN "$BIN" hub --config "$WORK/$name$i.toml" > "$WORK/$name$i.log" 2>&1 & PIDS+=($!)
+    GANYMEDE_ADMIN_TOKEN=$TOKEN CONFIGPROXY_AUTH_TOKEN=$PROXY_TOKEN "$BIN" hub --config "$WORK/$name$i.toml" > "$WORK/$name$i.log" 2>&1 & started $!
     apis+=("http://127.0.0.1:${api[i]}")
   done
   for base in "${apis[@]}"; do wait_up "$base/hub/health"; done
@@ -79,7 +79,7 @@ metrics_bind = "127.0.0.1:$metrics"
 log = "warn"
 hubs = [$(cat "$WORK/$hubs.feeds")]
 TOML
-  CONFIGPROXY_AUTH_TOKEN=$PROXY_TOKEN "$BIN" edge --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 & PIDS+=($!)
+  CONFIGPROXY_AUTH_TOKEN=$PROXY_TOKEN "$BIN" edge --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 & started $!
   wait_up "http://127.0.0.1:$metrics/metrics"
   echo "http://127.0.0.1:$metrics"
 }
