@@ -143,9 +143,9 @@ impl Process {
                     zygote.forget(*pid);
                     return Some(ExitStatus::from_raw(status));
                 }
-                // Its interpreter died (SIGTERM reached the server): gone once /proc says so.
-                (!zygote.is_alive() && (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(*pid as i32)))
-                    .then(|| ExitStatus::from_raw(Signal::TERM.as_raw()))
+                // Its interpreter died (SIGTERM reached the server): gone once /proc says so
+                // (`is_zombie` is also true for a pid that no longer exists).
+                (!zygote.is_alive() && is_zombie(*pid as i32)).then(|| ExitStatus::from_raw(Signal::TERM.as_raw()))
             }
         }
     }
@@ -270,7 +270,7 @@ impl LocalProcessSpawner {
     /// imported its modules). Servers start afresh until then, or when it fails.
     fn start_zygote(&self) {
         let Some(preload) = &self.settings.prefork else { return };
-        let Some((_, python)) = self.prefork_script() else {
+        let Some((script, python)) = self.prefork_script() else {
             warn!(
                 cmd = %self.settings.cmd[0],
                 "prefork is on, but the spawner command is not a Python console script: servers start afresh"
@@ -302,7 +302,9 @@ impl LocalProcessSpawner {
             .process_group(0);
         die_with_parent(&mut command);
         let slot = self.zygote.clone();
-        let then = move |launched: std::io::Result<std::process::Child>| match launched.and_then(Zygote::new) {
+        let then = move |launched: std::io::Result<std::process::Child>| match launched
+            .and_then(|process| Zygote::new(process, script))
+        {
             Ok(zygote) => *lock(&slot) = Some(Arc::new(zygote)),
             Err(err) => {
                 warn!(python = %python.display(), %err, "cannot start the warm interpreter: servers start afresh");
@@ -482,8 +484,7 @@ impl LocalProcessSpawner {
         log: &Path,
     ) -> Option<(u32, Arc<Zygote>)> {
         let zygote = self.ready_zygote()?;
-        let (script, _) = self.prefork_script()?;
-        if script != program {
+        if zygote.script != program {
             return None;
         }
         let mut argv = vec![program.display().to_string()];

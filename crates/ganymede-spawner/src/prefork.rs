@@ -56,6 +56,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub struct Zygote {
+    /// The console script it runs for each server.
+    pub script: PathBuf,
     process: Mutex<std::process::Child>,
     requests: Mutex<Option<std::process::ChildStdin>>,
     shared: Arc<Shared>,
@@ -75,8 +77,8 @@ impl Zygote {
         command
     }
 
-    /// Takes over a started interpreter (see [`Zygote::command`]).
-    pub fn new(mut process: std::process::Child) -> std::io::Result<Zygote> {
+    /// Takes over a started interpreter (see [`Zygote::command`]) that runs `script`.
+    pub fn new(mut process: std::process::Child, script: PathBuf) -> std::io::Result<Zygote> {
         let (Some(requests), Some(replies)) = (process.stdin.take(), process.stdout.take()) else {
             return Err(std::io::Error::other("the interpreter's pipes are missing"));
         };
@@ -88,6 +90,7 @@ impl Zygote {
             .name("ganymede-prefork".into())
             .spawn(move || read_replies(BufReader::new(replies), &reader, pid))?;
         Ok(Zygote {
+            script,
             process: Mutex::new(process),
             requests: Mutex::new(Some(requests)),
             shared,
