@@ -14,7 +14,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A `[spawner]` section: the test server for most users; `silent` never listens,
 /// `exits` dies at once, `elsewhere` serves the wrong prefix.
-fn spawner_lines(extra: &str) -> String {
+pub(crate) fn spawner_lines(extra: &str) -> String {
     let test_server = test_singleuser_bin();
     let script = format!(
         "case \"$JUPYTERHUB_USER\" in \
@@ -39,7 +39,7 @@ fn client() -> reqwest::Client {
         .expect("client")
 }
 
-async fn create_user(cluster: &ProcessCluster, name: &str) -> String {
+pub(crate) async fn create_user(cluster: &ProcessCluster, name: &str) -> String {
     let (status, _) = cluster
         .send(1, Method::POST, &format!("/hub/api/users/{name}"), Some(json!({})))
         .await
@@ -60,7 +60,7 @@ async fn create_user(cluster: &ProcessCluster, name: &str) -> String {
 
 /// `POST /hub/api/users/<user>/server` through replica `node`: the status and body, or
 /// `None` when the replica did not answer.
-async fn start_server(cluster: &ProcessCluster, node: u64, user: &str) -> Option<(u16, Value)> {
+pub(crate) async fn start_server(cluster: &ProcessCluster, node: u64, user: &str) -> Option<(u16, Value)> {
     cluster
         .send(
             node,
@@ -336,13 +336,46 @@ async fn fifty_users_start_at_once_within_the_concurrent_spawn_limit() {
         }
     }
     assert!(throttled > 0, "50 starts against a limit of 20 must meet 429s");
-    let ready = eventually("every server to be ready", Duration::from_secs(120), || async {
-        let (_, users) = cluster.request(1, Method::GET, "/hub/api/users?state=ready").await?;
-        let ready = users.as_array()?.len();
-        (ready == 50).then_some(ready)
-    })
-    .await;
-    assert_eq!(ready, 50);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, users) = cluster
+            .request(1, Method::GET, "/hub/api/users?state=ready")
+            .await
+            .unwrap_or((0, Value::Null));
+        if users.as_array().is_some_and(|ready| ready.len() == 50) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // Say which servers are not ready and what the hubs logged about them.
+            let (_, all) = cluster
+                .request(1, Method::GET, "/hub/api/users")
+                .await
+                .unwrap_or((0, Value::Null));
+            let not_ready: Vec<String> = all
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|user| user["servers"][""]["ready"] != true)
+                .map(|user| format!("{}: {}", user["name"], user["servers"]))
+                .collect();
+            let logs: String = cluster
+                .logs()
+                .lines()
+                .filter(|line| {
+                    line.contains("WARN")
+                        || line.contains("ERROR")
+                        || not_ready.iter().any(|user| {
+                            user.split(':')
+                                .next()
+                                .is_some_and(|name| line.contains(name.trim_matches('"')))
+                        })
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            panic!("not ready after 120 s: {not_ready:#?}\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for edge in 0..2 {
         eventually("every route at the edge", Duration::from_secs(60), || async {
             let (_, routes) = cluster.edge_routes(edge).await?;

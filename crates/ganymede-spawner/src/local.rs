@@ -177,14 +177,14 @@ pub struct LocalProcessSpawner {
     zygote: Arc<Mutex<Option<Arc<Zygote>>>>,
 }
 
-/// Ports for servers, handed out in turn from a random place in the range (so that
-/// several replicas on one machine rarely meet), never one a starting or running
-/// server of this spawner holds.
+/// Ports for servers, handed out in turn from a random place in the range, never one
+/// a starting or running server of this spawner holds, nor one another spawner on this
+/// machine has leased (see [`PortLease`]).
 struct Ports {
     low: u16,
     high: u16,
     next: u16,
-    reserved: std::collections::HashSet<u16>,
+    reserved: HashMap<u16, PortLease>,
 }
 
 impl Ports {
@@ -202,8 +202,14 @@ impl Ports {
         for _ in 0..(self.high - self.low) {
             let port = self.next;
             self.next = if port + 1 >= self.high { self.low } else { port + 1 };
-            if !self.reserved.contains(&port) && std::net::TcpListener::bind((ip, port)).is_ok() {
-                self.reserved.insert(port);
+            if self.reserved.contains_key(&port) {
+                continue;
+            }
+            let Some(lease) = PortLease::take(ip, port) else {
+                continue;
+            };
+            if std::net::TcpListener::bind((ip, port)).is_ok() {
+                self.reserved.insert(port, lease);
                 return Ok(port);
             }
         }
@@ -211,6 +217,31 @@ impl Ports {
             "no free port for a server on {ip} in {}..{}",
             self.low, self.high
         )))
+    }
+
+    fn release(&mut self, port: u16) {
+        self.reserved.remove(&port);
+    }
+}
+
+/// A claim on a server port shared by every spawner on the machine (replicas of a
+/// local cluster, concurrent tests): a socket bound to an abstract Unix name. A free
+/// TCP port only says that nothing has bound it *yet* — a server takes from
+/// milliseconds to seconds (Python's imports) to bind the port it was given, and
+/// another replica that checked meanwhile would hand out the same one. The name is
+/// released when the lease is dropped or its process dies, so no file is left behind.
+struct PortLease {
+    _bound: std::os::unix::net::UnixDatagram,
+}
+
+impl PortLease {
+    fn take(ip: &str, port: u16) -> Option<PortLease> {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("ganymede-server-port/{ip}:{port}");
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+        std::os::unix::net::UnixDatagram::bind_addr(&address)
+            .ok()
+            .map(|bound| PortLease { _bound: bound })
     }
 }
 
@@ -364,7 +395,7 @@ impl LocalProcessSpawner {
         let port = lock(&self.ports).take(&settings.ip)?;
         let launched = self.launch_on(spec, progress, port).await;
         if launched.is_err() {
-            lock(&self.ports).reserved.remove(&port);
+            lock(&self.ports).release(port);
         }
         launched
     }
@@ -531,9 +562,14 @@ impl LocalProcessSpawner {
             if Instant::now() >= deadline {
                 warn!(spawn_id, "server did not stop after SIGTERM; sending SIGKILL");
                 signal_all(leader, &marker, Signal::KILL).await;
-                // Reap the leader; the kernel takes an instant to deliver SIGKILL.
+                // SIGKILL takes an instant to land: reap the leader and wait for every
+                // marked process (kernels in sessions of their own too) to be gone, so
+                // that a stop that returned has stopped.
                 let kill_deadline = Instant::now() + Duration::from_secs(5);
-                while !matches!(self.child_exit(spawn_id), Some(Some(_)) | None) && Instant::now() < kill_deadline {
+                while Instant::now() < kill_deadline
+                    && (!matches!(self.child_exit(spawn_id), Some(Some(_)) | None)
+                        || !marked_pids(marker.clone()).await.is_empty())
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 break;
@@ -543,7 +579,7 @@ impl LocalProcessSpawner {
         if let Some(child) = lock(&self.children).remove(&spawn_id)
             && let Some(port) = child.state["port"].as_u64().and_then(|port| u16::try_from(port).ok())
         {
-            lock(&self.ports).reserved.remove(&port);
+            lock(&self.ports).release(port);
         }
     }
 }
@@ -808,4 +844,26 @@ fn is_zombie(pid: i32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawners_on_one_machine_never_hand_out_the_same_port() {
+        // Two replicas that happen to start at the same place, with no server bound yet.
+        let mut first = Ports::new();
+        let mut second = Ports::new();
+        second.next = first.next;
+        let mine: Vec<u16> = (0..20).map(|_| first.take("127.0.0.1").expect("port")).collect();
+        let theirs: Vec<u16> = (0..20).map(|_| second.take("127.0.0.1").expect("port")).collect();
+        assert!(mine.iter().all(|port| !theirs.contains(port)), "{mine:?} {theirs:?}");
+
+        // A released port is free for the next spawner that comes to it.
+        first.release(mine[0]);
+        let mut third = Ports::new();
+        third.next = mine[0];
+        assert_eq!(third.take("127.0.0.1").expect("port"), mine[0]);
+    }
 }

@@ -78,14 +78,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     ];
     let mut hub = spawn(&exe, "hub", &hub_config, &dir.join("hub.log"), &env)?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let hub_url = format!("http://127.0.0.1:{}/hub/api", args.hub_port);
-    if let Err(err) = wait_for(&http, &hub_url, &mut hub, "the hub").await {
+    // Provisioning the admin token goes through Raft after the API is up: wait until
+    // the token works, so that what the banner promises is true when it is printed.
+    let hub_url = format!("http://127.0.0.1:{}/hub/api/user", args.hub_port);
+    if let Err(err) = wait_for(&http, &hub_url, Some(&admin_token), &mut hub, "the hub").await {
         stop(vec![hub]).await;
         bail!("{err}; see {}", dir.join("hub.log").display());
     }
     let mut edge = spawn(&exe, "edge", &edge_config, &dir.join("edge.log"), &env)?;
     let edge_url = format!("http://127.0.0.1:{}/hub/api", args.port);
-    if let Err(err) = wait_for(&http, &edge_url, &mut edge, "the edge").await {
+    if let Err(err) = wait_for(&http, &edge_url, None, &mut edge, "the edge").await {
         stop(vec![edge, hub]).await;
         bail!("{err}; see {}", dir.join("edge.log").display());
     }
@@ -201,13 +203,23 @@ fn spawn(exe: &Path, role: &str, config: &Path, log: &Path, env: &[(&str, &str)]
         .with_context(|| format!("cannot start ganymede {role}"))
 }
 
-async fn wait_for(http: &reqwest::Client, url: &str, child: &mut Child, what: &str) -> anyhow::Result<()> {
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    child: &mut Child,
+    what: &str,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait()? {
             bail!("{what} exited ({status})");
         }
-        if http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+        let mut request = http.get(url);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("token {token}"));
+        }
+        if request.send().await.is_ok_and(|r| r.status().is_success()) {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
