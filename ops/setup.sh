@@ -14,6 +14,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 # A real LDAP server for the LDAP authenticator's tests.
 [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
+# A real Prometheus (and promtool) scrapes a cluster in the metrics tests and checks
+# ops/prometheus/.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node.js runs the OpenID provider the OIDC authenticator is tested against.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -90,6 +90,31 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     upgrade && connection_upgrade
 }
 
+/// The header a request's id travels in to the hubs, which log under it.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's when it is a sane one, else a new one, set on the
+/// request either way.
+fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        let nanos = std::time::UNIX_EPOCH.elapsed().map_or(0, |since| since.subsec_nanos());
+        nanos ^ std::process::id().rotate_left(16)
+    });
+    if let Some(id) = headers.get(&REQUEST_ID).and_then(|value| value.to_str().ok())
+        && (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return id.to_owned();
+    }
+    let id = format!("{:08x}-{:x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    id
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -196,7 +221,8 @@ impl Proxy {
         // A safe request may also be replayed when the hub dropped the connection before
         // answering (it was killed mid-request).
         let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let request_id = ensure_request_id(&mut parts.headers);
         let mut body = Some(body);
         let candidates = self.hubs.candidates();
         let last = candidates.len().saturating_sub(1);
@@ -228,6 +254,7 @@ impl Proxy {
             }
         }
         metrics::counter!("ganymede_edge_hub_unavailable_total").increment(1);
+        tracing::warn!(request_id = %request_id, path = %parts.uri.path(), "no hub reachable");
         pages::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "No hub is reachable right now; try again in a moment.",
@@ -389,6 +416,24 @@ fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<&str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_to_hubs_carry_an_id_the_client_cannot_abuse() {
+        let mut headers = HeaderMap::new();
+        let made = ensure_request_id(&mut headers);
+        assert_eq!(headers[&REQUEST_ID], made.as_str());
+        let mut again = HeaderMap::new();
+        assert_ne!(ensure_request_id(&mut again), made, "ids are unique");
+        // A sane id from the client is kept; one that could forge log lines is replaced.
+        let mut given = HeaderMap::new();
+        given.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure_request_id(&mut given), "abc-123");
+        let mut forged = HeaderMap::new();
+        forged.insert(REQUEST_ID, HeaderValue::from_static("a b=\"c\""));
+        let replaced = ensure_request_id(&mut forged);
+        assert_ne!(replaced, "a b=\"c\"");
+        assert_eq!(forged[&REQUEST_ID], replaced.as_str());
+    }
 
     #[test]
     fn forwarded_headers_like_chp() {

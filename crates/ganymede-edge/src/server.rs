@@ -335,11 +335,16 @@ fn install_recorder() -> Result<PrometheusHandle, Error> {
     const SECONDS: &[f64] = &[
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ];
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(SECONDS)
         .map_err(|err| Error::Metrics(err.to_string()))?
         .install_recorder()
-        .map_err(|err| Error::Metrics(err.to_string()))
+        .map_err(|err| Error::Metrics(err.to_string()))?;
+    // Gauges that otherwise appear with the first connection: dashboards and alerts
+    // see them (at zero) from the start.
+    metrics::gauge!("ganymede_edge_open_connections").set(0.0);
+    metrics::gauge!("ganymede_edge_open_websockets").set(0.0);
+    Ok(handle)
 }
 
 async fn serve_metrics(

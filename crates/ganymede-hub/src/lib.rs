@@ -12,6 +12,7 @@ mod edge_feed;
 mod error;
 mod home;
 pub mod ldap;
+pub mod metrics;
 mod native;
 mod oauth_provider;
 pub mod oidc;
@@ -188,10 +189,37 @@ impl Hub {
         )
     }
 
-    /// The hub's own background work (committing gathered activity); runs until
-    /// `shutdown`.
+    /// The hub's own background work (committing gathered activity, the cluster-wide
+    /// gauges, the runtime's responsiveness); runs until `shutdown`.
     pub async fn run_background(self, shutdown: CancellationToken) {
-        self.activity.run(self.raft.clone(), shutdown).await;
+        tokio::join!(
+            self.activity.run(self.raft.clone(), shutdown.clone()),
+            publish_cluster_gauges(self.raft.clone(), shutdown.clone()),
+            metrics::measure_event_loop(shutdown),
+        );
+    }
+}
+
+/// How often the leader recounts users, running servers and active users.
+const CLUSTER_GAUGES_EVERY: Duration = Duration::from_secs(10);
+
+/// The leader publishes the cluster-wide gauges; the other replicas publish zeros (see
+/// [`metrics`]).
+async fn publish_cluster_gauges(raft: RaftHandle, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(CLUSTER_GAUGES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let gauges = if raft.is_leader() {
+            let now = render::now_millis();
+            raft.read_local(|state| metrics::ClusterGauges::of(state, now))
+        } else {
+            metrics::ClusterGauges::default()
+        };
+        gauges.publish();
     }
 }
 

@@ -98,6 +98,7 @@ pub async fn not_found_page() -> Response {
 /// Content-Security-Policy violation reports from browsers: noted, nothing kept.
 async fn csp_report(body: axum::body::Bytes) -> StatusCode {
     tracing::debug!(bytes = body.len(), "CSP violation report");
+    crate::metrics::csp_report();
     StatusCode::NO_CONTENT
 }
 
@@ -566,8 +567,7 @@ pub(crate) async fn finish_login(
 }
 
 fn metrics_login(started: std::time::Instant, success: bool) {
-    let status = if success { "success" } else { "failure" };
-    tracing::debug!(status, seconds = started.elapsed().as_secs_f64(), "login attempt");
+    crate::metrics::login(success, started.elapsed());
 }
 
 /// Creates the user on first login and brings their admin flag in line with what the
@@ -624,6 +624,7 @@ async fn open_session(hub: &Hub, name: &str, admin: Option<bool>) -> Result<(Str
 
 /// Ends the session everywhere and clears the hub's cookies, as JupyterHub's logout.
 async fn logout(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+    let started = std::time::Instant::now();
     if let Some(session) = session_user(&hub, &headers).await {
         let command = Command::EndSession {
             hash: session.hash.clone(),
@@ -651,6 +652,7 @@ async fn logout(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     ] {
         cookies.append(header::SET_COOKIE, clear_cookie(name, path));
     }
+    crate::metrics::logout(started.elapsed());
     response
 }
 

@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::Hub;
 use crate::render::now_millis;
+use crate::{Hub, metrics};
 
 /// How spawns are run and watched (JupyterHub's `Spawner` timing options and how a
 /// server reaches the hub).
@@ -202,8 +202,11 @@ impl Reconciler {
                     let spawn_id = desired.spawn_id;
                     let (hub, spawner, desired) = (self.hub.clone(), self.spawner.clone(), (*desired).clone());
                     let task = tokio::spawn(async move {
-                        stop_spawn(&spawner, &desired).await;
-                        report(
+                        let stopping = Instant::now();
+                        let stopped = stop_spawn(&spawner, &desired).await;
+                        metrics::server_stop(stopped, stopping.elapsed());
+                        let deleting = Instant::now();
+                        let reported = report(
                             &hub,
                             Command::MarkServerStopped {
                                 user: desired.user.clone(),
@@ -213,6 +216,7 @@ impl Reconciler {
                             },
                         )
                         .await;
+                        metrics::proxy_delete(matches!(reported, Some(Applied::Events(_))), deleting.elapsed());
                     });
                     self.stopping.insert(key, (spawn_id, task));
                 }
@@ -246,7 +250,10 @@ impl Reconciler {
             spawn_id: desired.spawn_id,
             state: &desired.state,
         };
-        if let Observed::Exited(why) = self.spawner.poll(spawn).await {
+        let polling = Instant::now();
+        let observed = self.spawner.poll(spawn).await;
+        metrics::server_poll(observed == Observed::Running, polling.elapsed());
+        if let Observed::Exited(why) = observed {
             warn!(user = %desired.user, server = %desired.server, spawn_id = desired.spawn_id, %why, "server died");
             let hub = self.hub.clone();
             let command = Command::MarkServerFailed {
@@ -342,15 +349,20 @@ impl Reconciler {
     }
 }
 
-async fn stop_spawn(spawner: &Arc<dyn Spawner>, desired: &Desired) {
+/// Whether the spawner stopped the server.
+async fn stop_spawn(spawner: &Arc<dyn Spawner>, desired: &Desired) -> bool {
     let spawn = SpawnRef {
         user: &desired.user,
         server: &desired.server,
         spawn_id: desired.spawn_id,
         state: &desired.state,
     };
-    if let Err(err) = spawner.stop(spawn).await {
-        warn!(user = %desired.user, server = %desired.server, error = %err, "stopping a server failed");
+    match spawner.stop(spawn).await {
+        Ok(()) => true,
+        Err(err) => {
+            warn!(user = %desired.user, server = %desired.server, error = %err, "stopping a server failed");
+            false
+        }
     }
 }
 
@@ -391,6 +403,7 @@ impl StartJob {
             Ok(()) => {}
             Err(reason) => {
                 warn!(user = %self.user, server = %self.server, spawn_id = self.spawn_id, %reason, "spawn failed");
+                metrics::spawn_finished(false, self.since_requested());
                 // Nothing is left running.
                 let null = serde_json::Value::Null;
                 let spawn = self.spawn_ref(&null);
@@ -400,6 +413,19 @@ impl StartJob {
                 self.fail(reason).await;
             }
         }
+    }
+
+    /// How long ago the spawn was asked for (the record's `started`), on whichever
+    /// replica took the request: what JupyterHub's spawn duration measures.
+    fn since_requested(&self) -> Duration {
+        let started = self
+            .hub
+            .raft
+            .read_local(|state| state.users.get(&self.user)?.servers.get(&self.server)?.started);
+        started
+            .and_then(|started| u64::try_from(now_millis() - started).ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default()
     }
 
     fn spawn_ref<'a>(&'a self, state: &'a serde_json::Value) -> SpawnRef<'a> {
@@ -508,9 +534,13 @@ impl StartJob {
             url: started.url.clone(),
             at: now_millis(),
         };
-        match report(&self.hub, ready).await {
+        let adding = Instant::now();
+        let reported = report(&self.hub, ready).await;
+        metrics::proxy_add(matches!(reported, Some(Applied::Events(_))), adding.elapsed());
+        match reported {
             Some(Applied::Events(_)) => {
                 info!(user, server, spawn_id = self.spawn_id, url = %started.url, "server ready");
+                metrics::spawn_finished(true, self.since_requested());
                 Ok(())
             }
             Some(Applied::Rejected(Rejection::StaleSpawn { .. })) => {

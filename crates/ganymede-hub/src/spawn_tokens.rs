@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use ganymede_model::{Command, Secret};
+use ganymede_model::{Command, Rejection, Secret};
 use ganymede_raft::{Applied, ProposeError};
 
 use crate::Hub;
+use crate::metrics::SpawnRefusal;
 use crate::render::now_millis;
 use crate::tokens::{hash_token, new_token};
 
@@ -46,6 +47,7 @@ impl Hub {
         server: &str,
         user_options: serde_json::Value,
     ) -> Result<Applied, ProposeError> {
+        let asked = std::time::Instant::now();
         let token = new_token();
         let command = Command::RequestSpawn {
             user: user.to_owned(),
@@ -65,6 +67,14 @@ impl Hub {
         // committed after all; the token stays for it.)
         if matches!(applied, Ok(Applied::Rejected(_) | Applied::Nothing)) {
             self.server_tokens.remove(&hash);
+        }
+        let refusal = match &applied {
+            Ok(Applied::Rejected(Rejection::TooManyPendingSpawns { .. })) => Some(SpawnRefusal::Throttled),
+            Ok(Applied::Rejected(Rejection::TooManyActiveServers { .. })) => Some(SpawnRefusal::TooManyUsers),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            crate::metrics::spawn_refused(refusal, asked.elapsed());
         }
         let applied = applied?;
         Ok(applied)

@@ -215,6 +215,7 @@ impl RaftHandle {
         .await
         .map_err(|err| StartError::Raft(err.to_string()))?;
 
+        let (raft_for_metrics, store_for_metrics) = (raft.clone(), store.downgrade());
         let inner = Arc::new(Inner {
             forward_queue: Default::default(),
             forwards_in_flight: Default::default(),
@@ -239,6 +240,12 @@ impl RaftHandle {
             }
         });
 
+        tasks.spawn(crate::observe::export(
+            raft_for_metrics,
+            store_for_metrics,
+            node_id,
+            shutdown.clone(),
+        ));
         let handle = RaftHandle { inner };
         handle.inner.bootstrap_if_new().await;
         Ok(handle)
@@ -444,6 +451,15 @@ impl Inner {
     }
 
     async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        let started = Instant::now();
+        let outcome = self.propose_until_known(command).await;
+        if outcome.is_ok() {
+            crate::observe::proposal_committed(started.elapsed());
+        }
+        outcome
+    }
+
+    async fn propose_until_known(&self, command: Command) -> Result<Applied, ProposeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let proposal = Proposal {
             id: rand::random(),

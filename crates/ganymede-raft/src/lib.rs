@@ -6,6 +6,7 @@
 mod handle;
 mod log_store;
 mod network;
+mod observe;
 mod server;
 mod state_machine;
 mod types;

@@ -331,6 +331,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         // One consistent view: apply holds the state lock while it moves the position.
         let (bytes, meta, event_seq) = {
             let state = self
@@ -361,6 +362,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .map_err(io::Error::other)?;
         }
         *lock(&self.current_snapshot) = Some((meta.clone(), bytes.clone()));
+        crate::observe::snapshot_built(bytes.len(), started.elapsed());
         Ok(Snapshot {
             meta,
             snapshot: std::io::Cursor::new(bytes),

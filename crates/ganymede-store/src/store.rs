@@ -108,6 +108,12 @@ fn from_json<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) ->
     serde_json::from_slice(bytes).map_err(|err| corrupt(table, err))
 }
 
+/// `ganymede_store_wal_sync_seconds`: how long the disk took to make writes durable
+/// (every commit waits for one).
+fn wal_synced(started: std::time::Instant) {
+    metrics::histogram!("ganymede_store_wal_sync_seconds").record(started.elapsed().as_secs_f64());
+}
+
 fn synced() -> WriteOptions {
     let mut options = WriteOptions::default();
     options.set_sync(true);
@@ -196,7 +202,10 @@ impl Store {
 
     /// Appends (or overwrites) log entries, synced to the WAL before returning.
     pub fn append_log(&self, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<(), StoreError> {
-        self.db.write_opt(self.log_batch(entries), &synced())?;
+        let batch = self.log_batch(entries);
+        let started = std::time::Instant::now();
+        self.db.write_opt(batch, &synced())?;
+        wal_synced(started);
         Ok(())
     }
 
@@ -461,8 +470,25 @@ impl Store {
 
     /// Makes every write so far durable (used before a snapshot lets the log be purged).
     pub fn sync(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         self.db.flush_wal(true)?;
+        wal_synced(started);
         Ok(())
+    }
+
+    /// The bytes the database holds on disk (live SST files) and in memtables, over
+    /// every column family: what `ganymede_store_bytes` reports.
+    pub fn size_bytes(&self) -> u64 {
+        layout::ALL
+            .iter()
+            .filter_map(|name| self.db.cf_handle(name))
+            .map(|cf| {
+                ["rocksdb.live-sst-files-size", "rocksdb.size-all-mem-tables"]
+                    .iter()
+                    .filter_map(|property| self.db.property_int_value_cf(cf, *property).ok().flatten())
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     /// Replaces the whole state machine with `state` (installing a snapshot), atomically

@@ -350,6 +350,19 @@ impl ProcessCluster {
         Some((status, body))
     }
 
+    /// Hub `node_id`'s Prometheus page (`/hub/metrics`, with the admin token).
+    pub async fn hub_metrics(&self, node_id: u64) -> Option<String> {
+        let response = self
+            .client
+            .get(self.url(node_id, "/hub/metrics"))
+            .header("authorization", format!("token {PROCESS_ADMIN_TOKEN}"))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())?;
+        response.text().await.ok()
+    }
+
     /// The leader every running hub agrees on, once they do.
     pub async fn leader(&self) -> u64 {
         let agreed = tokio::time::timeout(Duration::from_secs(30), self.agreed_leader()).await;
@@ -556,4 +569,27 @@ impl Drop for ProcessCluster {
             }
         }
     }
+}
+
+/// The sum of the samples of `name` in a Prometheus text page whose labels include
+/// every one of `labels`; `None` when there is no such sample.
+pub fn metric_sum(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = page
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name).then_some(())?;
+            let has_all = labels
+                .iter()
+                .all(|(key, wanted)| label_text.split(',').any(|pair| pair == format!("{key}=\"{wanted}\"")));
+            has_all.then_some(())?;
+            value.parse::<f64>().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

@@ -312,6 +312,8 @@ pub struct HubSection {
     pub max_body_bytes: usize,
     /// `tracing` filter, e.g. `info` or `ganymede_raft=debug,info`.
     pub log: String,
+    /// `human` or `json` (one object per line); `--log-format` overrides it.
+    pub log_format: String,
 }
 
 impl Default for HubSection {
@@ -325,6 +327,7 @@ impl Default for HubSection {
             advertise_raft: String::new(),
             max_body_bytes: 1024 * 1024,
             log: "info".into(),
+            log_format: "human".into(),
         }
     }
 }
@@ -397,6 +400,7 @@ pub struct HubConfig {
     pub advertise_raft: Option<String>,
     pub max_body_bytes: usize,
     pub log: String,
+    pub log_format: crate::LogFormat,
     pub proxy_api_bind: SocketAddr,
     pub events_grpc_bind: SocketAddr,
     pub events_pub_bind: SocketAddr,
@@ -459,6 +463,15 @@ pub fn keys_of<F: Serialize>(defaults: &F, extra: &[&str]) -> Vec<(String, Strin
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// `human` or `json`.
+pub fn log_format(key: &str, text: &str) -> Result<crate::LogFormat, ConfigError> {
+    match text {
+        "human" => Ok(crate::LogFormat::Human),
+        "json" => Ok(crate::LogFormat::Json),
+        other => Err(invalid(key, format!("{other:?} is neither \"human\" nor \"json\""))),
+    }
 }
 
 /// Parses an override: a TOML value if it is one (`42`, `true`, `[…]`), else a string.
@@ -715,6 +728,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         advertise_raft: non_empty(hub.advertise_raft),
         max_body_bytes: hub.max_body_bytes,
         log: hub.log,
+        log_format: log_format("hub.log_format", &hub.log_format)?,
         proxy_api_bind: socket("proxy.api_bind", &proxy.api_bind)?,
         events_grpc_bind: socket("events.grpc_bind", &events.grpc_bind)?,
         events_pub_bind: socket("events.pub_bind", &events.pub_bind)?,

@@ -51,6 +51,8 @@ pub struct EdgeSection {
     /// How often route activity is reported to the hubs (one command per report).
     pub activity_interval: String,
     pub log: String,
+    /// `human` or `json` (one object per line); `--log-format` overrides it.
+    pub log_format: String,
 }
 
 impl Default for EdgeSection {
@@ -77,6 +79,7 @@ impl Default for EdgeSection {
             health_interval: "1s".into(),
             activity_interval: "5s".into(),
             log: "info".into(),
+            log_format: "human".into(),
         }
     }
 }
@@ -90,7 +93,7 @@ pub fn load(
     file: Option<&std::path::Path>,
     env: impl IntoIterator<Item = (String, String)>,
     sets: &[String],
-) -> Result<(EdgeConfig, String), ConfigError> {
+) -> Result<(EdgeConfig, String, crate::LogFormat), ConfigError> {
     let EdgeFile { edge } = load_file(file, env, sets, &keys())?;
     if edge.hubs.is_empty() {
         return Err(invalid("edge.hubs", "list at least one hub"));
@@ -159,7 +162,8 @@ pub fn load(
     config.upstream_idle_timeout = positive("edge.upstream_idle_timeout", &edge.upstream_idle_timeout)?;
     config.health_interval = positive("edge.health_interval", &edge.health_interval)?;
     config.activity_interval = positive("edge.activity_interval", &edge.activity_interval)?;
-    Ok((config, edge.log))
+    let log_format = crate::config::log_format("edge.log_format", &edge.log_format)?;
+    Ok((config, edge.log, log_format))
 }
 
 #[cfg(test)]
@@ -169,14 +173,14 @@ mod tests {
     #[test]
     fn the_example_file_parses_and_env_overrides_hubs() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/edge.example.toml");
-        let (config, log) = load(Some(&path), Vec::new(), &[]).expect("example parses");
+        let (config, log, _) = load(Some(&path), Vec::new(), &[]).expect("example parses");
         assert_eq!(config.bind.to_string(), "0.0.0.0:8000");
         assert_eq!(log, "info");
         let env = vec![(
             "GANYMEDE_EDGE_HUBS".to_owned(),
             r#"[{api="127.0.0.1:1", grpc="127.0.0.1:2", events="127.0.0.1:3"}, {api="127.0.0.1:4", grpc="127.0.0.1:5", events="127.0.0.1:6"}]"#.to_owned(),
         )];
-        let (config, _) = load(None, env, &["edge.bind=127.0.0.1:8010".into()]).expect("overrides apply");
+        let (config, _, _) = load(None, env, &["edge.bind=127.0.0.1:8010".into()]).expect("overrides apply");
         assert_eq!(config.hubs.len(), 2);
         assert_eq!(config.hubs[1].feed.events, "tcp://127.0.0.1:6");
         assert_eq!(config.bind.to_string(), "127.0.0.1:8010");

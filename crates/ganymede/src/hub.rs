@@ -17,13 +17,7 @@ use crate::config::HubConfig;
 const GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Option<String>) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
-        .context("hub.log is not a valid log filter")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .init();
+    let starting = std::time::Instant::now();
     if admin_token.as_ref().is_some_and(|token| token.len() < 8) {
         anyhow::bail!("GANYMEDE_ADMIN_TOKEN must be at least 8 characters");
     }
@@ -111,9 +105,12 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         config.auth.clone(),
     )
     .with_shutdown(shutdown.clone());
-    // One recorder per process; a hub embedded twice in one process (tests) shares it.
-    let hub = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => hub.with_metrics(handle),
+    // One recorder per process, with JupyterHub's buckets.
+    let hub = match ganymede_hub::metrics::prometheus_builder().and_then(|builder| builder.install_recorder()) {
+        Ok(handle) => {
+            ganymede_hub::metrics::describe();
+            hub.with_metrics(handle)
+        }
         Err(err) => {
             tracing::warn!(error = %err, "no Prometheus recorder: /hub/metrics will be empty");
             hub
@@ -162,6 +159,19 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         });
     }
     let app = ganymede_hub::router(hub);
+    {
+        // JupyterHub's startup time ends when it serves with its database ready; a
+        // replica's, when it serves with a leader known.
+        let (raft, shutdown) = (raft.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                leader = raft.wait_for_leader(Duration::from_secs(3600)) => if leader.is_some() {
+                    ganymede_hub::metrics::hub_started(starting.elapsed());
+                },
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
     let serve_shutdown = shutdown.clone();
     let server = axum::serve(api_listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
     let served = server.await;

@@ -34,6 +34,10 @@ enum Commands {
         /// Override one configuration key, e.g. `--set hub.node_id=2`; repeatable.
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         sets: Vec<String>,
+        /// Log lines for people (`human`) or one JSON object per line (`json`); overrides
+        /// `hub.log_format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Run one edge proxy (routes users' traffic; stateless, follows the hubs).
     Edge {
@@ -43,6 +47,10 @@ enum Commands {
         /// Override one configuration key, e.g. `--set edge.bind=127.0.0.1:8010`; repeatable.
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         sets: Vec<String>,
+        /// Log lines for people (`human`) or one JSON object per line (`json`); overrides
+        /// `edge.log_format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Inspect or change the cluster's membership through any hub replica.
     Cluster {
@@ -60,6 +68,29 @@ enum Commands {
     ConfigKeys,
 }
 
+/// How a hub or an edge writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Installs the process's logger: `filter` (unless `RUST_LOG` says otherwise), in
+/// `format`. `what` names the setting `filter` came from, for the error.
+pub fn init_logging(filter: &str, format: LogFormat, what: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .with_context(|| format!("{what} is not a valid log filter"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    match format {
+        LogFormat::Human => builder.init(),
+        // Spans (the node, the request) ride along as fields of each line.
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Only ring is compiled in; installing it explicitly keeps any later crate that
@@ -74,20 +105,30 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Hub { config, sets } => {
+            Commands::Hub {
+                config,
+                sets,
+                log_format,
+            } => {
                 let config = config::load(config.as_deref(), std::env::vars(), &sets)?;
+                init_logging(&config.log, log_format.unwrap_or(config.log_format), "hub.log")?;
                 let secret = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
                 hub::run(config, secret("GANYMEDE_ADMIN_TOKEN"), secret("CONFIGPROXY_AUTH_TOKEN")).await
             }
-            Commands::Edge { config, sets } => {
-                let (config, log) = edge_config::load(config.as_deref(), std::env::vars(), &sets)?;
+            Commands::Edge {
+                config,
+                sets,
+                log_format,
+            } => {
+                let (config, log, format) = edge_config::load(config.as_deref(), std::env::vars(), &sets)?;
+                init_logging(&log, log_format.unwrap_or(format), "edge.log")?;
                 let token = std::env::var("CONFIGPROXY_AUTH_TOKEN")
                     .ok()
                     .filter(|token| !token.is_empty())
                     .ok_or_else(|| {
                         anyhow::anyhow!("CONFIGPROXY_AUTH_TOKEN must be set: the edge presents it to the hubs")
                     })?;
-                edge::run(config, log, token).await
+                edge::run(config, token).await
             }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
             Commands::Certs(args) => certs::run(args),

@@ -41,11 +41,73 @@ pub fn router(hub: Hub) -> Router {
         .route("/hub/health", get(health).head(health))
         .route("/hub/metrics", get(metrics))
         .merge(crate::pages::routes())
+        .route_layer(axum::middleware::from_fn(record_request))
         .fallback(crate::pages::not_found_page)
         .layer(axum::middleware::from_fn(method_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::map_response(version_header))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(hub)
+}
+
+/// The header a request's id travels in: set by the edge that forwarded it (or by the
+/// client), made here otherwise, and returned on the response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// One span per request, carrying its id, so that every log line the request causes
+/// (on this replica, and on the edge that forwarded it) can be found by it.
+async fn request_span(mut request: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_request_id(id))
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(new_request_id);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// An id a client may choose: short, and nothing that could forge a log line.
+pub(crate) fn is_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `jupyterhub_request_duration_seconds` for every request that matched a route (the
+/// route's pattern names its handler; unmatched paths would make the labels unbounded).
+async fn record_request(request: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        crate::metrics::request(method, &route, response.status().as_u16(), started.elapsed());
+    }
+    response
 }
 
 /// Every response says which JupyterHub it speaks for; single-user servers check it.

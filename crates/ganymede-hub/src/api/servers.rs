@@ -142,7 +142,10 @@ async fn start(
     }
     let current = authorized_server(&hub, &caller, "start:servers", &name, &server).await?;
     match current.as_ref().map(|s| s.phase) {
-        Some(ServerPhase::PendingSpawn) => return Ok(empty(StatusCode::ACCEPTED)),
+        Some(ServerPhase::PendingSpawn) => {
+            crate::metrics::spawn_refused(crate::metrics::SpawnRefusal::AlreadyPending, Duration::ZERO);
+            return Ok(empty(StatusCode::ACCEPTED));
+        }
         Some(ServerPhase::Running) => {
             return Err(ApiError::bad_request(format!("{name}:{server} is already running")));
         }
