@@ -12,6 +12,7 @@ mod local_cluster;
 mod logs;
 mod membership;
 mod metrics;
+mod ops_manifests;
 mod spawning;
 mod support;
 mod tls;
