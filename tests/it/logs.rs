@@ -50,8 +50,18 @@ async fn json_logs_carry_the_request_id_from_the_edge_to_the_hub() {
         .expect("shutdown");
     assert_eq!(shutdown.status(), 202);
     let id = shutdown.headers()["x-request-id"].to_str().expect("an id").to_owned();
-    assert!(!id.is_empty());
+    // The edge's format (`<8 hex>-<hex>`), not one the hub would make (16 hex digits).
+    assert!(id.contains('-'), "{id} is not an edge-made id");
 
+    // Read the log once the hub has exited, so every line is written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.exited(1).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub did not exit after the shutdown request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = std::fs::read_to_string(&cluster.hubs[0].log).expect("hub log");
     let lines: Vec<Value> = log
         .lines()

@@ -21,6 +21,7 @@ pub(crate) fn spawner_lines(extra: &str) -> String {
            silent) exec sleep 600;; \
            exits) echo 'ImportError: no module named jupyterlab' >&2; exit 3;; \
            elsewhere) GANYMEDE_TEST_PREFIX=/elsewhere/ exec {bin};; \
+           slow*) GANYMEDE_TEST_LISTEN_DELAY=1 exec {bin};; \
            *) exec {bin};; \
          esac",
         bin = test_server.display()

@@ -213,7 +213,9 @@ async fn publish_cluster_gauges(raft: RaftHandle, shutdown: CancellationToken) {
             _ = every.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let gauges = if raft.is_leader() {
+        // A leader cut off from the others believes it leads until its lease runs out;
+        // it must not count alongside the new leader meanwhile.
+        let gauges = if raft.leads_with_quorum(CLUSTER_GAUGES_EVERY / 2) {
             let now = render::now_millis();
             raft.read_local(|state| metrics::ClusterGauges::of(state, now))
         } else {

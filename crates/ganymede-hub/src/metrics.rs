@@ -330,7 +330,7 @@ pub fn handler_name(route: &str) -> String {
         "/hub/api/groups" => "jupyterhub.apihandlers.groups.GroupListAPIHandler",
         "/hub/api/groups/{group}" => "jupyterhub.apihandlers.groups.GroupAPIHandler",
         "/hub/api/groups/{group}/users" => "jupyterhub.apihandlers.groups.GroupUsersAPIHandler",
-        "/hub/api/groups/{group}/properties" => "jupyterhub.apihandlers.groups.GroupEditAPIHandler",
+        "/hub/api/groups/{group}/properties" => "jupyterhub.apihandlers.groups.GroupPropertiesAPIHandler",
         "/hub/api/services" => "jupyterhub.apihandlers.services.ServiceListAPIHandler",
         "/hub/api/services/{service}" => "jupyterhub.apihandlers.services.ServiceAPIHandler",
         "/hub/api/proxy" => "jupyterhub.apihandlers.proxy.ProxyAPIHandler",
@@ -339,6 +339,7 @@ pub fn handler_name(route: &str) -> String {
         "/hub/api/oauth2/token" => "jupyterhub.apihandlers.auth.OAuthTokenHandler",
         "/hub/api/metrics" | "/hub/metrics" => "jupyterhub.handlers.metrics.MetricsHandler",
         "/hub/api/health" | "/hub/health" => "jupyterhub.handlers.pages.HealthCheckHandler",
+        "/hub/" => "jupyterhub.handlers.pages.RootHandler",
         "/hub/login" => "jupyterhub.handlers.login.LoginHandler",
         "/hub/logout" => "jupyterhub.handlers.login.LogoutHandler",
         "/hub/home" => "jupyterhub.handlers.pages.HomeHandler",
@@ -348,7 +349,7 @@ pub fn handler_name(route: &str) -> String {
         "/hub/spawn-pending/{name}" | "/hub/spawn-pending/{name}/{server}" => {
             "jupyterhub.handlers.pages.SpawnPendingHandler"
         }
-        "/hub/security/csp-report" => "jupyterhub.handlers.pages.CSPReportHandler",
+        "/hub/security/csp-report" => "jupyterhub.handlers.base.CSPReportHandler",
         "/hub/user/{name}" | "/hub/user/{name}/" | "/hub/user/{name}/{*rest}" => {
             "jupyterhub.handlers.base.UserUrlHandler"
         }

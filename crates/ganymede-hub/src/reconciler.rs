@@ -188,6 +188,7 @@ impl Reconciler {
                         user: desired.user.clone(),
                         server: desired.server.clone(),
                         spawn_id: desired.spawn_id,
+                        noticed: Instant::now(),
                     };
                     self.starting.insert(key, (desired.spawn_id, tokio::spawn(job.run())));
                 }
@@ -395,6 +396,9 @@ struct StartJob {
     user: String,
     server: String,
     spawn_id: u64,
+    /// When this replica saw the committed request: a few milliseconds after the
+    /// API took it, so the spawn duration is what JupyterHub measures.
+    noticed: Instant,
 }
 
 impl StartJob {
@@ -415,17 +419,8 @@ impl StartJob {
         }
     }
 
-    /// How long ago the spawn was asked for (the record's `started`), on whichever
-    /// replica took the request: what JupyterHub's spawn duration measures.
     fn since_requested(&self) -> Duration {
-        let started = self
-            .hub
-            .raft
-            .read_local(|state| state.users.get(&self.user)?.servers.get(&self.server)?.started);
-        started
-            .and_then(|started| u64::try_from(now_millis() - started).ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default()
+        self.noticed.elapsed()
     }
 
     fn spawn_ref<'a>(&'a self, state: &'a serde_json::Value) -> SpawnRef<'a> {

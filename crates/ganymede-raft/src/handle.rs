@@ -283,6 +283,20 @@ impl RaftHandle {
         metrics.current_leader == Some(self.inner.node_id) && matches!(metrics.state, ServerState::Leader)
     }
 
+    /// Whether this replica leads and a majority acknowledged it within `within`: a
+    /// leader cut off from the others still believes it leads until its lease runs out,
+    /// and must not speak for the cluster meanwhile.
+    pub fn leads_with_quorum(&self, within: Duration) -> bool {
+        use openraft::Instant as _;
+        let metrics = self.inner.metrics();
+        metrics.current_leader == Some(self.inner.node_id)
+            && matches!(metrics.state, ServerState::Leader)
+            && metrics
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| acked.elapsed() <= within)
+    }
+
     /// On the leader: the other members that have not acknowledged a heartbeat or an
     /// append for `longer_than` (or never since this replica leads), i.e. that are
     /// probably down. `None` on any other replica. A new leader has heard from nobody
@@ -327,8 +341,10 @@ impl RaftHandle {
             if let Some(leader) = metrics.borrow_watched().current_leader {
                 return Some(leader);
             }
-            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
-                return None;
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or Raft stopped: no leader will come.
+                Ok(Err(_)) | Err(_) => return None,
             }
         }
     }

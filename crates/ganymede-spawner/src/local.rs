@@ -158,6 +158,7 @@ struct Child {
     state: serde_json::Value,
     log: PathBuf,
     exited: Option<String>,
+    _port: PortClaim,
 }
 
 /// Processes are launched from one long-lived thread: `PR_SET_PDEATHSIG` fires when
@@ -172,7 +173,7 @@ pub struct LocalProcessSpawner {
     settings: LocalSettings,
     children: Arc<Mutex<HashMap<u64, Child>>>,
     launcher: Mutex<std::sync::mpsc::Sender<Launch>>,
-    ports: Mutex<Ports>,
+    ports: Arc<Mutex<Ports>>,
     /// The warm interpreter, when `prefork` is on and the command is a Python script.
     zygote: Arc<Mutex<Option<Arc<Zygote>>>>,
 }
@@ -184,7 +185,9 @@ struct Ports {
     low: u16,
     high: u16,
     next: u16,
-    reserved: HashMap<u16, PortLease>,
+    /// `None`: held without a machine-wide lease (leases could not be taken at all).
+    reserved: HashMap<u16, Option<PortLease>>,
+    lease_warned: bool,
 }
 
 impl Ports {
@@ -195,6 +198,7 @@ impl Ports {
             high,
             next: low + rand::random::<u16>() % (high - low),
             reserved: Default::default(),
+            lease_warned: false,
         }
     }
 
@@ -205,8 +209,18 @@ impl Ports {
             if self.reserved.contains_key(&port) {
                 continue;
             }
-            let Some(lease) = PortLease::take(ip, port) else {
-                continue;
+            let lease = match PortLease::take(ip, port) {
+                Ok(Some(lease)) => Some(lease),
+                // Another spawner on this machine holds it.
+                Ok(None) => continue,
+                // No abstract Unix sockets here (another kernel, a sandbox): the TCP
+                // check below is all there is.
+                Err(err) => {
+                    if !std::mem::replace(&mut self.lease_warned, true) {
+                        warn!(error = %err, "cannot lease server ports machine-wide; replicas on this machine may collide on a port");
+                    }
+                    None
+                }
             };
             if std::net::TcpListener::bind((ip, port)).is_ok() {
                 self.reserved.insert(port, lease);
@@ -235,13 +249,39 @@ struct PortLease {
 }
 
 impl PortLease {
-    fn take(ip: &str, port: u16) -> Option<PortLease> {
+    /// `Ok(None)` when someone else holds it.
+    fn take(ip: &str, port: u16) -> std::io::Result<Option<PortLease>> {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("ganymede-server-port/{ip}:{port}");
-        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
-        std::os::unix::net::UnixDatagram::bind_addr(&address)
-            .ok()
-            .map(|bound| PortLease { _bound: bound })
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        match std::os::unix::net::UnixDatagram::bind_addr(&address) {
+            Ok(bound) => Ok(Some(PortLease { _bound: bound })),
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// One attempt's port, back in the pool when dropped: with the attempt's record, or
+/// with a launch abandoned half-way (its task aborted), so no port leaks.
+struct PortClaim {
+    ports: Arc<Mutex<Ports>>,
+    port: u16,
+}
+
+impl PortClaim {
+    fn take(ports: &Arc<Mutex<Ports>>, ip: &str) -> Result<PortClaim, SpawnError> {
+        let port = lock(ports).take(ip)?;
+        Ok(PortClaim {
+            ports: ports.clone(),
+            port,
+        })
+    }
+}
+
+impl Drop for PortClaim {
+    fn drop(&mut self) {
+        lock(&self.ports).release(self.port);
     }
 }
 
@@ -267,7 +307,7 @@ impl LocalProcessSpawner {
             settings,
             children: Default::default(),
             launcher: Mutex::new(launcher),
-            ports: Mutex::new(Ports::new()),
+            ports: Arc::new(Mutex::new(Ports::new())),
             zygote: Default::default(),
         };
         spawner.start_zygote();
@@ -391,17 +431,18 @@ impl LocalProcessSpawner {
     }
 
     async fn launch(&self, spec: &SpawnSpec, progress: &ProgressSink) -> Result<Started, SpawnError> {
-        let settings = &self.settings;
-        let port = lock(&self.ports).take(&settings.ip)?;
-        let launched = self.launch_on(spec, progress, port).await;
-        if launched.is_err() {
-            lock(&self.ports).release(port);
-        }
-        launched
+        let claim = PortClaim::take(&self.ports, &self.settings.ip)?;
+        self.launch_on(spec, progress, claim).await
     }
 
-    async fn launch_on(&self, spec: &SpawnSpec, progress: &ProgressSink, port: u16) -> Result<Started, SpawnError> {
+    async fn launch_on(
+        &self,
+        spec: &SpawnSpec,
+        progress: &ProgressSink,
+        claim: PortClaim,
+    ) -> Result<Started, SpawnError> {
         let settings = &self.settings;
+        let port = claim.port;
         let url = format!("http://{}:{port}", settings.ip);
         let bind_url = format!("{url}{}", spec.service_prefix);
         let home = self.home(&spec.user);
@@ -479,6 +520,7 @@ impl LocalProcessSpawner {
                 state: state.clone(),
                 log,
                 exited: None,
+                _port: claim,
             },
         );
         Ok(Started { url, state })
@@ -548,39 +590,50 @@ impl LocalProcessSpawner {
         Some(child.exited.clone())
     }
 
-    async fn terminate(&self, spawn_id: u64) {
+    /// Stops the spawn and everything it started: SIGTERM, then SIGKILL (resent while
+    /// anything survives, since a process may fork meanwhile). An error means something
+    /// still runs; the caller tries again.
+    async fn terminate(&self, spawn_id: u64) -> Result<(), SpawnError> {
         let marker = self.marker(spawn_id);
         let leader = lock(&self.children).get(&spawn_id).map(|child| child.process.id());
+        let gone = || async {
+            let leader_gone = leader.is_none() || matches!(self.child_exit(spawn_id), Some(Some(_)) | None);
+            leader_gone && marked_pids(marker.clone()).await.is_empty()
+        };
         signal_all(leader, &marker, Signal::TERM).await;
         let deadline = Instant::now() + self.settings.stop_timeout;
-        loop {
-            let leader_gone = leader.is_none() || matches!(self.child_exit(spawn_id), Some(Some(_)) | None);
-            let marked = marked_pids(marker.clone()).await;
-            if leader_gone && marked.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                warn!(spawn_id, "server did not stop after SIGTERM; sending SIGKILL");
-                signal_all(leader, &marker, Signal::KILL).await;
-                // SIGKILL takes an instant to land: reap the leader and wait for every
-                // marked process (kernels in sessions of their own too) to be gone, so
-                // that a stop that returned has stopped.
-                let kill_deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < kill_deadline
-                    && (!matches!(self.child_exit(spawn_id), Some(Some(_)) | None)
-                        || !marked_pids(marker.clone()).await.is_empty())
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        let mut stopped = false;
+        while Instant::now() < deadline {
+            if gone().await {
+                stopped = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Some(child) = lock(&self.children).remove(&spawn_id)
-            && let Some(port) = child.state["port"].as_u64().and_then(|port| u16::try_from(port).ok())
-        {
-            lock(&self.ports).release(port);
+        if !stopped {
+            warn!(spawn_id, "server did not stop after SIGTERM; sending SIGKILL");
+            // SIGKILL takes an instant to land: reap the leader and wait for every marked
+            // process (kernels in sessions of their own too) to be gone, so that a stop
+            // that returned has stopped.
+            let kill_deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < kill_deadline {
+                signal_all(leader, &marker, Signal::KILL).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if gone().await {
+                    stopped = true;
+                    break;
+                }
+            }
         }
+        if !stopped {
+            let survivors = marked_pids(marker.clone()).await;
+            return Err(SpawnError::Io(format!(
+                "processes of spawn {spawn_id} survive SIGKILL: {survivors:?}"
+            )));
+        }
+        // Dropping the record returns its port.
+        lock(&self.children).remove(&spawn_id);
+        Ok(())
     }
 }
 
@@ -621,11 +674,7 @@ impl Spawner for LocalProcessSpawner {
     }
 
     fn stop<'a>(&'a self, spawn: SpawnRef<'a>) -> BoxFuture<'a, Result<(), SpawnError>> {
-        async move {
-            self.terminate(spawn.spawn_id).await;
-            Ok(())
-        }
-        .boxed()
+        async move { self.terminate(spawn.spawn_id).await }.boxed()
     }
 
     fn sweep<'a>(&'a self, keep: &'a (dyn Fn(u64) -> bool + Send + Sync)) -> BoxFuture<'a, Vec<u64>> {
@@ -642,7 +691,9 @@ impl Spawner for LocalProcessSpawner {
             ids.dedup();
             for id in &ids {
                 warn!(spawn_id = id, "stopping a server nobody wants any more");
-                self.terminate(*id).await;
+                if let Err(err) = self.terminate(*id).await {
+                    warn!(spawn_id = id, error = %err, "cannot stop it");
+                }
             }
             ids
         }

@@ -9,7 +9,8 @@
 //! hub's readiness poll asks), `api/status` and every other path (for the server's
 //! user only: a page naming the user), `api/echo` (a WebSocket echo), and
 //! `oauth_callback`. `GANYMEDE_TEST_PREFIX` serves another prefix instead (to test a
-//! server that listens in the wrong place).
+//! server that listens in the wrong place). `GANYMEDE_TEST_LISTEN_DELAY` (seconds) waits
+//! that long before listening, like a server that takes its time to import.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -118,6 +119,13 @@ fn split_url(url: &str) -> Option<(String, String)> {
 }
 
 async fn serve(config: Config, bind: String) -> Result<(), String> {
+    if let Some(delay) = std::env::var("GANYMEDE_TEST_LISTEN_DELAY")
+        .ok()
+        .and_then(|secs| secs.parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+    {
+        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

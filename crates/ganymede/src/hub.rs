@@ -109,6 +109,18 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     let hub = match ganymede_hub::metrics::prometheus_builder().and_then(|builder| builder.install_recorder()) {
         Ok(handle) => {
             ganymede_hub::metrics::describe();
+            // Histograms keep raw samples until a scrape or an upkeep folds them into
+            // buckets: without upkeep an unscraped hub's memory would grow for ever.
+            let (upkeep, shutdown) = (handle.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = ticks.tick() => upkeep.run_upkeep(),
+                    }
+                }
+            });
             hub.with_metrics(handle)
         }
         Err(err) => {

@@ -68,7 +68,9 @@ async fn request_span(mut request: Request, next: axum::middleware::Next) -> Res
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
-    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    // At ERROR level so the filter never drops it: a hub logging only warnings must
+    // still say which request each warning belongs to.
+    let span = tracing::error_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

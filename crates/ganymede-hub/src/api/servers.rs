@@ -142,8 +142,8 @@ async fn start(
     }
     let current = authorized_server(&hub, &caller, "start:servers", &name, &server).await?;
     match current.as_ref().map(|s| s.phase) {
+        // JupyterHub's API answers a second start with 202 and records nothing.
         Some(ServerPhase::PendingSpawn) => {
-            crate::metrics::spawn_refused(crate::metrics::SpawnRefusal::AlreadyPending, Duration::ZERO);
             return Ok(empty(StatusCode::ACCEPTED));
         }
         Some(ServerPhase::Running) => {
