@@ -1,6 +1,7 @@
 //! Black-box tests: the real `ganymede` binary in real processes on loopback, killed
 //! with SIGKILL and restarted from their data directories.
 
+mod backup;
 mod bad_start;
 mod browser;
 mod dev;

@@ -414,6 +414,11 @@ impl RaftHandle {
     pub fn data_dir(&self) -> &std::path::Path {
         self.inner.store.path()
     }
+
+    /// openraft itself, for this crate's other modules (backups).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
 }
 
 impl Inner {

@@ -3,15 +3,19 @@
 //! everything above talks to a [`RaftHandle`]: propose a command from any replica,
 //! read linearizably, change membership, watch the cluster.
 
+mod backup;
 mod handle;
 mod log_store;
 mod network;
 mod observe;
+mod restore;
 mod server;
 mod state_machine;
 mod types;
 
+pub use backup::{BACKUP_FORMAT, BACKUP_VERSION, Backup, BackupError, BackupHeader, StateDigest, state_digest};
 pub use handle::{ClusterStatus, MemberStatus, ProposeError, RaftConfig, RaftHandle, ReadError, StartError};
+pub use restore::{RestoreError, Restored, restore};
 pub use state_machine::SharedState;
 pub use types::Applied;
 pub use types::HubNode;

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 pub struct Target {
     /// Any hub replica's API address.
     #[arg(long, env = "GANYMEDE_HUB_URL", default_value = "http://127.0.0.1:8081")]
-    url: String,
+    pub(crate) url: String,
     /// An admin token.
     #[arg(long, env = "GANYMEDE_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    pub(crate) token: String,
 }
 
 #[derive(Subcommand)]

@@ -1,6 +1,7 @@
 //! The `ganymede` binary: parses arguments, sets up logging, and hands over to the
 //! subcommand. The work lives in the library crates.
 
+mod backup;
 mod certs;
 mod cluster_cli;
 mod config;
@@ -59,6 +60,12 @@ enum Commands {
         #[command(subcommand)]
         action: cluster_cli::Action,
     },
+    /// Save a consistent copy of the whole replicated state (mode 0600: it holds token
+    /// hashes and the cluster secret) through any live hub replica.
+    Backup(backup::BackupArgs),
+    /// Seed a new replica's data directory from a backup (offline): started, it is a new
+    /// one-node cluster with the backup's state.
+    Restore(backup::RestoreArgs),
     /// Run a whole system on this machine: one hub, one edge on :8000, JupyterLab
     /// (installed into ./.venv on first run) started by the local spawner.
     Dev(dev::DevArgs),
@@ -131,6 +138,8 @@ fn main() -> std::process::ExitCode {
                 edge::run(config, token).await
             }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
+            Commands::Backup(args) => backup::backup(args).await,
+            Commands::Restore(args) => backup::restore(args).await,
             Commands::Certs(args) => certs::run(args),
             Commands::Dev(args) => dev::run(args).await,
             Commands::ConfigKeys => {

@@ -1,5 +1,6 @@
 //! Routes under `/hub`: JupyterHub's REST API and Ganymede's extensions.
 
+mod backup;
 mod cluster;
 mod groups;
 mod misc;
@@ -31,6 +32,7 @@ pub fn router(hub: Hub) -> Router {
         .merge(groups::routes())
         .merge(misc::routes())
         .merge(cluster::routes())
+        .merge(backup::routes())
         .merge(crate::oauth_provider::routes())
         .fallback(not_found);
     // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
