@@ -1,9 +1,11 @@
 //! Black-box tests: the real `ganymede` binary in real processes on loopback, killed
 //! with SIGKILL and restarted from their data directories.
 
+mod audit;
 mod backup;
 mod bad_start;
 mod browser;
+mod cli;
 mod dev;
 mod edge;
 mod failover;

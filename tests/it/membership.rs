@@ -110,3 +110,92 @@ async fn a_fourth_hub_joins_and_an_old_one_leaves() {
     assert!(!voters(&status).contains(&leader), "{status}");
     assert_ne!(status["leader_id"].as_u64(), Some(leader));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_request_and_on_a_kill_and_the_status_names_the_true_leader() {
+    let mut cluster = ProcessCluster::new(3);
+    cluster.start_all();
+    let old = cluster.leader().await;
+    let via = (1..=3).find(|id| *id != old).expect("a follower");
+    let status: Value = serde_json::from_str(&cluster_cli(&cluster, via, &["status", "--json"])).expect("json");
+    assert_eq!(status["leader_id"].as_u64(), Some(old), "{status}");
+    let replicas = status["replicas"].as_array().expect("replicas").clone();
+    assert_eq!(replicas.len(), 3, "{status}");
+    assert!(
+        replicas.iter().all(|r| r["reachable"] == true && r["lag"].is_u64()),
+        "{status}"
+    );
+
+    // Leadership handed over on request: the status, once the call returns, names the
+    // chosen voter everywhere.
+    let chosen = (1..=3).find(|id| *id != old && *id != via).expect("the third replica");
+    cluster_cli(&cluster, via, &["transfer-leader", "--node-id", &chosen.to_string()]);
+    eventually(
+        "every replica to follow the chosen leader",
+        Duration::from_secs(10),
+        || async {
+            let status: Value = serde_json::from_str(&cluster_cli(&cluster, via, &["status", "--json"])).ok()?;
+            let replicas = status["replicas"].as_array()?;
+            replicas
+                .iter()
+                .all(|r| r["leader_id"].as_u64() == Some(chosen))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(cluster.leader().await, chosen);
+    // Bad input: not a member.
+    let refused = Command::new(ganymede_bin())
+        .args([
+            "cluster",
+            "--url",
+            &cluster.url(via, ""),
+            "transfer-leader",
+            "--node-id",
+            "9",
+        ])
+        .env("GANYMEDE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a voter"),
+        "{refused:?}"
+    );
+    let old = chosen;
+
+    cluster.kill9(old);
+    // The survivors elect a leader among themselves; the status, asked of either, names
+    // it, and says the old one cannot be reached.
+    let (status, new) = eventually("a status naming the new leader", Duration::from_secs(20), || async {
+        let output = Command::new(ganymede_bin())
+            .args(["cluster", "--url", &cluster.url(via, ""), "status", "--json"])
+            .env("GANYMEDE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .ok()?;
+        let status: Value = serde_json::from_slice(&output.stdout).ok()?;
+        let new = status["leader_id"].as_u64().filter(|id| *id != old)?;
+        let leading = status["replicas"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["role"] == "leader")
+            .filter_map(|r| r["node_id"].as_u64())
+            .collect::<Vec<_>>();
+        (leading == vec![new]).then_some((status, new))
+    })
+    .await;
+    assert_ne!(new, old);
+    let replicas = status["replicas"].as_array().expect("replicas");
+    let dead = replicas
+        .iter()
+        .find(|r| r["node_id"] == old)
+        .expect("the old leader's entry");
+    assert_eq!(dead["reachable"], false, "{status}");
+    for replica in replicas.iter().filter(|r| r["node_id"] != old) {
+        assert_eq!(replica["leader_id"].as_u64(), Some(new), "{status}");
+    }
+    // The human form says the same.
+    let text = cluster_cli(&cluster, via, &["status"]);
+    assert!(text.contains(&format!("(leader {new},")), "{text}");
+    assert!(text.contains(&format!("replica {old:>3}: unreachable")), "{text}");
+}

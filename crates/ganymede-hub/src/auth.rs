@@ -6,6 +6,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
+use ganymede_model::audit::Origin;
 use ganymede_model::rbac::{Access, Resource, Roles, ScopeSet};
 use ganymede_model::{State, TokenOwner};
 
@@ -111,7 +112,9 @@ impl FromRequestParts<Hub> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
         let Some(token) = header.and_then(token_from_header) else {
-            return cookie_caller(parts, hub).await;
+            let caller = cookie_caller(parts, hub).await?;
+            ganymede_raft::origin::set_actor(Origin::actor_of(&caller.owner), None);
+            return Ok(caller);
         };
         let hash = hash_token(token);
         let now = crate::render::now_millis();
@@ -133,6 +136,7 @@ impl FromRequestParts<Hub> for Caller {
         if is_user_activity && let TokenOwner::User(name) = &caller.owner {
             hub.activity.user(name, now);
         }
+        ganymede_raft::origin::set_actor(Origin::actor_of(&caller.owner), caller.token_id);
         Ok(caller)
     }
 }
@@ -165,6 +169,7 @@ pub async fn browser_session(hub: &Hub, headers: &HeaderMap) -> Option<BrowserSe
         Some(found) => found,
         None => hub.raft.read(find).await.ok()??,
     };
+    ganymede_raft::origin::set_actor(format!("user:{user}"), None);
     Some(BrowserSession { user, session_id, hash })
 }
 

@@ -6,6 +6,7 @@
 
 mod activity;
 mod api;
+mod audit;
 mod auth;
 pub mod authenticator;
 mod edge_feed;
@@ -123,6 +124,8 @@ pub struct Hub {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Derived from the replicated cluster secret once it is known.
     cookie_key: Arc<std::sync::OnceLock<session::CookieKey>>,
+    /// Bounds how many refused requests this replica puts on the audit record.
+    pub(crate) denied: Arc<audit::DeniedLimiter>,
 }
 
 impl Hub {
@@ -138,6 +141,7 @@ impl Hub {
             shutdown: None,
             metrics: None,
             cookie_key: Arc::default(),
+            denied: Arc::default(),
         }
     }
 

@@ -574,6 +574,8 @@ fn metrics_login(started: std::time::Instant, success: bool) {
 /// authenticator said (`admin_users`, LDAP admin groups), then starts a replicated
 /// session; returns the session secret and the public session id.
 async fn open_session(hub: &Hub, name: &str, admin: Option<bool>) -> Result<(String, String), String> {
+    // Whoever just logged in is who the session (and the user it may create) is for.
+    ganymede_raft::origin::set_actor(format!("user:{name}"), None);
     let at = now_millis();
     let existing = hub
         .raft

@@ -277,6 +277,17 @@ pub enum Command {
         name: String,
         at: Timestamp,
     },
+    /// Put a refused request (403) on the audit record. Changes nothing else; replicas
+    /// send these rate-limited, `suppressed` counting the ones left out since the last.
+    RecordDenied {
+        /// What was attempted: the method and the route pattern.
+        action: String,
+        /// The path it was attempted on.
+        target: String,
+        status: u16,
+        suppressed: u64,
+        at: Timestamp,
+    },
 }
 
 /// Cluster-wide throttles on starting servers; `None` is unlimited.
@@ -369,7 +380,8 @@ impl Command {
             | Command::DeleteAccount { at, .. }
             | Command::RecordLoginFailure { at, .. }
             | Command::ClearLoginFailures { at, .. }
-            | Command::BindIdentity { at, .. } => *at,
+            | Command::BindIdentity { at, .. }
+            | Command::RecordDenied { at, .. } => *at,
         }
     }
 
@@ -413,6 +425,7 @@ impl Command {
             Command::RecordLoginFailure { .. } => "record_login_failure",
             Command::ClearLoginFailures { .. } => "clear_login_failures",
             Command::BindIdentity { .. } => "bind_identity",
+            Command::RecordDenied { .. } => "record_denied",
         }
     }
 }

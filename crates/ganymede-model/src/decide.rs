@@ -692,6 +692,19 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
         | Command::RecordLoginFailure { .. }
         | Command::ClearLoginFailures { .. }
         | Command::BindIdentity { .. } => accounts::decide(state, command),
+        Command::RecordDenied {
+            action,
+            target,
+            status,
+            suppressed,
+            at,
+        } => Ok(vec![Event::RequestDenied {
+            action: crate::audit::bounded(action, crate::audit::MAX_ACTION),
+            target: crate::audit::bounded(target, crate::audit::MAX_TARGET),
+            status: *status,
+            suppressed: *suppressed,
+            at: *at,
+        }]),
     }
 }
 
@@ -1188,6 +1201,7 @@ fn evolve_more(state: &mut State, event: &Event) {
         | Event::LoginFailed { .. }
         | Event::LoginFailuresCleared { .. }
         | Event::IdentityBound { .. } => accounts::evolve(state, event),
+        Event::RequestDenied { .. } => {}
         Event::ServerCreated {
             user,
             server,
@@ -1306,6 +1320,7 @@ pub fn apply(state: &mut State, command: &Command) -> Result<Vec<Sequenced>, Rej
             seq: state.event_seq + 1,
             route_seq,
             event,
+            origin: None,
         };
         evolve(state, &sequenced);
         sequenced_events.push(sequenced);

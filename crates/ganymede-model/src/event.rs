@@ -219,6 +219,14 @@ pub enum Event {
         user: String,
         at: Timestamp,
     },
+    /// A request the hub refused (403), for the audit record; no state changes.
+    RequestDenied {
+        action: String,
+        target: String,
+        status: u16,
+        suppressed: u64,
+        at: Timestamp,
+    },
 }
 
 /// Activity on one user's server.
@@ -238,6 +246,10 @@ pub struct Sequenced {
     /// Set on route events only.
     pub route_seq: Option<u64>,
     pub event: Event,
+    /// Who proposed the command that made the event, and from where: the audit
+    /// record's actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::audit::Origin>,
 }
 
 /// A row of the state that an event changes: what a store must rewrite after applying it.
@@ -339,6 +351,7 @@ impl Event {
             | Event::LoginFailed { name, .. }
             | Event::LoginFailuresCleared { name, .. } => vec![Key::Account(name.clone())],
             Event::IdentityBound { identity, .. } => vec![Key::Identity(identity.clone())],
+            Event::RequestDenied { .. } => Vec::new(),
             Event::ActivityRecorded { routes, servers } => {
                 let mut keys: Vec<Key> = routes.iter().map(|(path, _)| Key::Route(path.clone())).collect();
                 keys.extend(servers.iter().map(|activity| Key::User(activity.user.clone())));

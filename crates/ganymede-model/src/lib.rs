@@ -9,6 +9,7 @@
 //! that applies the same log reaches the same [`State`] byte for byte.
 
 pub mod accounts;
+pub mod audit;
 mod command;
 mod decide;
 mod event;

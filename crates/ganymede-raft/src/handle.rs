@@ -123,6 +123,7 @@ pub(crate) enum Admin {
     Status,
     AddNode { node_id: u64, node: HubNode, voter: bool },
     RemoveNode { node_id: u64 },
+    TransferLeader { to: u64 },
 }
 
 pub(crate) struct Inner {
@@ -333,6 +334,27 @@ impl RaftHandle {
         self.inner.admin(Admin::RemoveNode { node_id }).await
     }
 
+    /// Hands leadership to voter `to` (e.g. before stopping the leader's machine); the
+    /// answer comes once `to` leads, or with an error when it did not take over in time.
+    pub async fn transfer_leader(&self, to: u64) -> Result<ClusterStatus, ProposeError> {
+        self.inner.admin(Admin::TransferLeader { to }).await?;
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if metrics.borrow_watched().current_leader == Some(to) {
+                return Ok(self.status());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ProposeError::OutcomeUnknown(format!(
+                        "node {to} did not take over as leader in time"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Waits until this replica knows a leader (itself included), up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
         let mut metrics = self.inner.raft.metrics();
@@ -356,6 +378,11 @@ impl RaftHandle {
         limit: usize,
     ) -> Result<Vec<ganymede_model::Sequenced>, ganymede_store::StoreError> {
         self.inner.store.events_after(seq, limit)
+    }
+
+    /// The oldest event seq this replica's event log still holds.
+    pub fn events_floor(&self) -> Result<u64, ganymede_store::StoreError> {
+        self.inner.store.events_floor()
     }
 
     /// The newest applied log index, as it changes: wakes whoever reacts to state.
@@ -482,9 +509,11 @@ impl Inner {
 
     async fn propose_until_known(&self, command: Command) -> Result<Applied, ProposeError> {
         let deadline = Instant::now() + self.config.request_timeout;
+        let origin = crate::origin::current().unwrap_or_else(|| ganymede_model::audit::Origin::replica(self.node_id));
         let proposal = Proposal {
             id: rand::random(),
             command,
+            origin: Some(origin),
         };
         // Set when an attempt may have been committed: from then on only the same
         // proposal id may be retried (the state machine deduplicates it), and running out
@@ -768,6 +797,22 @@ impl Inner {
                     )
                 } else {
                     Forwarded::Failed(format!("node {node_id} is not a member"))
+                }
+            }
+            Admin::TransferLeader { to } => {
+                let metrics = self.metrics();
+                if metrics.current_leader != Some(self.node_id) {
+                    Forwarded::NotLeader
+                } else if to == self.node_id {
+                    Forwarded::Done(())
+                } else if !metrics.membership_config.membership().voter_ids().any(|id| id == to) {
+                    Forwarded::Failed(format!("node {to} is not a voter"))
+                } else {
+                    info!(to, "handing leadership over");
+                    match self.raft.trigger().transfer_leader(to).await {
+                        Ok(()) => Forwarded::Done(()),
+                        Err(err) => Forwarded::Failed(err.to_string()),
+                    }
                 }
             }
         };

@@ -8,6 +8,7 @@ mod handle;
 mod log_store;
 mod network;
 mod observe;
+pub mod origin;
 mod restore;
 mod server;
 mod state_machine;

@@ -145,6 +145,16 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         reply(response.into_inner())
     }
 
+    async fn transfer_leader(
+        &mut self,
+        rpc: openraft::raft::TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<openraft::raft::TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request = self.message(&rpc, &option)?;
+        let response = self.client()?.transfer_leader(request).await.map_err(rpc_error)?;
+        reply(response.into_inner())
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,

@@ -63,6 +63,21 @@ impl raft_server::Raft for RaftService {
         }))
     }
 
+    async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        self.check_target(message.target_node_id)?;
+        let rpc = decode(&message.payload).map_err(bad_request)?;
+        let result = self
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|err| err.to_string());
+        Ok(Response::new(RaftMessage {
+            target_node_id: message.target_node_id,
+            payload: encoded(&result)?,
+        }))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<SnapshotChunk>>,

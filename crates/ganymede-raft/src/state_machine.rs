@@ -145,7 +145,10 @@ fn apply_proposal(
         return first.clone();
     }
     let outcome = match ganymede_model::apply(state, &proposal.command) {
-        Ok(new_events) => {
+        Ok(mut new_events) => {
+            for event in &mut new_events {
+                event.origin.clone_from(&proposal.origin);
+            }
             events.extend(new_events.iter().cloned());
             Applied::Events(new_events)
         }

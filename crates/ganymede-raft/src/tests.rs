@@ -38,6 +38,7 @@ async fn a_retried_proposal_is_applied_once() {
     let mut state_machine = StateMachine::open(Store::open(dir.path(), 1).expect("open")).expect("state machine");
     let create = |id: u64, name: &str| Proposal {
         id,
+        origin: None,
         command: ganymede_model::Command::CreateUsers {
             names: vec![name.into()],
             admin: false,

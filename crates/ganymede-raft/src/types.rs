@@ -32,6 +32,9 @@ pub enum Applied {
 pub struct Proposal {
     pub id: u64,
     pub command: Command,
+    /// Who asked for it, for the audit record.
+    #[serde(default)]
+    pub origin: Option<ganymede_model::audit::Origin>,
 }
 
 impl std::fmt::Display for Proposal {

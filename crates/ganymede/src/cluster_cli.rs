@@ -1,4 +1,5 @@
-//! `ganymede cluster status|add|remove`: membership through any hub's API.
+//! `ganymede cluster status|add|remove`: membership through any hub's API; the status
+//! also asks every member for its own view (role, leader, applied index, lag).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -16,7 +17,8 @@ pub struct Target {
 
 #[derive(Subcommand)]
 pub enum Action {
-    /// Show this replica's view: its role, the leader, the members.
+    /// This replica's view (role, leader, term, members), then every member's own: role,
+    /// leader, applied index and lag behind the leader's log (or unreachable).
     Status {
         /// Print the raw JSON.
         #[arg(long)]
@@ -41,6 +43,12 @@ pub enum Action {
         #[arg(long)]
         node_id: u64,
     },
+    /// Hand leadership to another voter now (before stopping the leader's machine);
+    /// returns once it leads.
+    TransferLeader {
+        #[arg(long)]
+        node_id: u64,
+    },
 }
 
 pub async fn run(target: Target, action: Action) -> anyhow::Result<()> {
@@ -59,7 +67,23 @@ pub async fn run(target: Target, action: Action) -> anyhow::Result<()> {
             "node_id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "voter": !learner,
         })),
         Action::Remove { node_id } => client.delete(format!("{base}/nodes/{node_id}")),
+        Action::TransferLeader { node_id } => client
+            .post(format!("{base}/transfer-leader"))
+            .json(&json!({ "node_id": node_id })),
     };
+    let mut body = ask(request, &target).await?;
+    if matches!(action, Action::Status { .. }) {
+        body["replicas"] = Value::Array(replicas(&client, &target, &body).await);
+    }
+    if matches!(action, Action::Status { json: true }) {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    print_status(&body);
+    Ok(())
+}
+
+async fn ask(request: reqwest::RequestBuilder, target: &Target) -> anyhow::Result<Value> {
     let response = request
         .header("authorization", format!("token {}", target.token))
         .send()
@@ -71,12 +95,70 @@ pub async fn run(target: Target, action: Action) -> anyhow::Result<()> {
         let message = body.get("message").and_then(Value::as_str).unwrap_or("(no message)");
         anyhow::bail!("{status}: {message}");
     }
-    if matches!(action, Action::Status { json: true }) {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(());
+    Ok(body)
+}
+
+/// Every member's own view, asked of it directly (briefly: a dead replica must not hold
+/// the status up): role, term, who it thinks leads, how far it has applied, and how far
+/// behind the leader's log that is.
+async fn replicas(client: &reqwest::Client, target: &Target, status: &Value) -> Vec<Value> {
+    let scheme = if target.url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    let members: Vec<(u64, String)> = status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|member| Some((member["node_id"].as_u64()?, member["api_addr"].as_str()?.to_owned())))
+        .collect();
+    let views = member_views(client, target, scheme, &members).await;
+    let leader_log = views
+        .iter()
+        .find(|view| view["role"] == "leader")
+        .and_then(|view| view["last_log_index"].as_u64());
+    views
+        .into_iter()
+        .map(|mut view| {
+            if let (Some(leader_log), Some(applied)) = (leader_log, view["last_applied_index"].as_u64()) {
+                view["lag"] = json!(leader_log.saturating_sub(applied));
+            }
+            view
+        })
+        .collect()
+}
+
+async fn member_views(
+    client: &reqwest::Client,
+    target: &Target,
+    scheme: &str,
+    members: &[(u64, String)],
+) -> Vec<Value> {
+    let asks = members.iter().map(|(node_id, api_addr)| async move {
+        let request = client
+            .get(format!("{scheme}://{api_addr}/hub/api/ganymede/cluster"))
+            .timeout(std::time::Duration::from_secs(2));
+        match ask(request, target).await {
+            Ok(view) => json!({
+                "node_id": node_id,
+                "reachable": true,
+                "role": view["role"],
+                "term": view["term"],
+                "leader_id": view["leader_id"],
+                "last_log_index": view["last_log_index"],
+                "last_applied_index": view["last_applied_index"],
+            }),
+            Err(err) => json!({ "node_id": node_id, "reachable": false, "error": format!("{err:#}") }),
+        }
+    });
+    // One after another: a handful of replicas, each answering in milliseconds or
+    // refusing the connection at once; a hung one costs its 2 s.
+    let mut views = Vec::with_capacity(members.len());
+    for ask in asks {
+        views.push(ask.await);
     }
-    print_status(&body);
-    Ok(())
+    views
 }
 
 fn print_status(status: &Value) {
@@ -98,5 +180,23 @@ fn print_status(status: &Value) {
             member.get("api_addr").and_then(Value::as_str).unwrap_or("?"),
             member.get("raft_addr").and_then(Value::as_str).unwrap_or("?"),
         );
+    }
+    for view in status.get("replicas").and_then(Value::as_array).into_iter().flatten() {
+        let node = view["node_id"].to_string();
+        if view["reachable"] == true {
+            println!(
+                "  replica {node:>3}: {:9} term {} leader {} applied {} lag {}",
+                view["role"].as_str().unwrap_or("?"),
+                view["term"],
+                view["leader_id"],
+                view["last_applied_index"],
+                view.get("lag").map(Value::to_string).unwrap_or_else(|| "?".into()),
+            );
+        } else {
+            println!(
+                "  replica {node:>3}: unreachable ({})",
+                view["error"].as_str().unwrap_or("?")
+            );
+        }
     }
 }

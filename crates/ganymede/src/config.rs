@@ -579,6 +579,28 @@ pub(crate) fn socket(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| invalid(key, format!("{text:?} is not an ip:port address")))
 }
 
+/// An address to connect to: `ip:port`, `[ipv6]:port` or `host.name:port` (resolved
+/// when connecting, so peers can be named by DNS — compose services, Kubernetes).
+pub(crate) fn peer_address(key: &str, text: &str) -> Result<(), ConfigError> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || invalid(key, format!("{text:?} is not a host:port address"));
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().ok().filter(|port| *port > 0).ok_or_else(bad)?;
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.len() <= 253 && host.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
 fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
     let HubFile {
         hub,
@@ -682,7 +704,7 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         if member.node_id == 0 {
             return Err(invalid("cluster.initial_members", "node ids must be positive"));
         }
-        socket("cluster.initial_members.raft_addr", &member.raft_addr)?;
+        peer_address("cluster.initial_members.raft_addr", &member.raft_addr)?;
         if initial_members.insert(member.node_id, member.clone()).is_some() {
             return Err(invalid(
                 "cluster.initial_members",
@@ -817,6 +839,31 @@ mod tests {
 
     fn example() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/hub.example.toml")
+    }
+
+    #[test]
+    fn peers_may_be_named_by_ip_or_by_dns_name() {
+        for good in [
+            "127.0.0.1:8281",
+            "[::1]:8281",
+            "hub-0.hubs.jupyter.svc:8281",
+            "ganymede:8281",
+        ] {
+            assert!(peer_address("k", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "hub",
+            "hub:",
+            "hub:0",
+            "hub:99999",
+            ":8281",
+            "hub_1:8281",
+            "-hub:8281",
+            "a..b:1",
+            "ho st:1",
+        ] {
+            assert!(peer_address("k", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

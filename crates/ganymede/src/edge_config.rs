@@ -6,7 +6,7 @@ use std::time::Duration;
 use ganymede_edge::{EdgeConfig, HubAddrs, HubEndpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, duration, invalid, keys_of, load_file, socket};
+use crate::config::{ConfigError, duration, invalid, keys_of, load_file, peer_address, socket};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,9 +109,9 @@ pub fn load(
     let grpc_scheme = if hubs_ca.is_some() { "https" } else { "http" };
     let mut hubs = Vec::new();
     for hub in &edge.hubs {
-        socket("edge.hubs.api", &hub.api)?;
-        socket("edge.hubs.grpc", &hub.grpc)?;
-        socket("edge.hubs.events", &hub.events)?;
+        peer_address("edge.hubs.api", &hub.api)?;
+        peer_address("edge.hubs.grpc", &hub.grpc)?;
+        peer_address("edge.hubs.events", &hub.events)?;
         hubs.push(HubAddrs {
             api: hub.api.clone(),
             feed: HubEndpoint {

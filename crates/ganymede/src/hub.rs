@@ -185,6 +185,8 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         });
     }
     let serve_shutdown = shutdown.clone();
+    // The peer's address is the audit record's source IP for clients that come direct.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(api_listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
     let served = server.await;
     shutdown.cancel();

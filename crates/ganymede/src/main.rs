@@ -1,6 +1,7 @@
 //! The `ganymede` binary: parses arguments, sets up logging, and hands over to the
 //! subcommand. The work lives in the library crates.
 
+mod admin_cli;
 mod backup;
 mod certs;
 mod cluster_cli;
@@ -60,6 +61,23 @@ enum Commands {
         #[command(subcommand)]
         action: cluster_cli::Action,
     },
+    /// Issue, list and revoke users' API tokens through any hub replica.
+    Token {
+        #[command(flatten)]
+        target: cluster_cli::Target,
+        #[command(subcommand)]
+        action: admin_cli::TokenAction,
+    },
+    /// Create and list users, make them admins, through any hub replica.
+    User {
+        #[command(flatten)]
+        target: cluster_cli::Target,
+        #[command(subcommand)]
+        action: admin_cli::UserAction,
+    },
+    /// Print the audit record (every committed change and refused request: who, what,
+    /// from where); `--follow` keeps streaming, `--since` resumes.
+    Events(admin_cli::EventsArgs),
     /// Save a consistent copy of the whole replicated state (mode 0600: it holds token
     /// hashes and the cluster secret) through any live hub replica.
     Backup(backup::BackupArgs),
@@ -138,6 +156,9 @@ fn main() -> std::process::ExitCode {
                 edge::run(config, token).await
             }
             Commands::Cluster { target, action } => cluster_cli::run(target, action).await,
+            Commands::Token { target, action } => admin_cli::token(target, action).await,
+            Commands::User { target, action } => admin_cli::user(target, action).await,
+            Commands::Events(args) => admin_cli::events(args).await,
             Commands::Backup(args) => backup::backup(args).await,
             Commands::Restore(args) => backup::restore(args).await,
             Commands::Certs(args) => certs::run(args),

@@ -16,6 +16,10 @@ pub fn routes() -> Router<Hub> {
         .route("/ganymede/cluster", get(status))
         .route("/ganymede/cluster/nodes", axum::routing::post(add_node))
         .route("/ganymede/cluster/nodes/{node_id}", delete(remove_node))
+        .route(
+            "/ganymede/cluster/transfer-leader",
+            axum::routing::post(transfer_leader),
+        )
 }
 
 async fn status(State(hub): State<Hub>, caller: Caller) -> Result<Json<ClusterStatus>, ApiError> {
@@ -55,6 +59,22 @@ async fn add_node(
         api_addr: body.api_addr,
     };
     Ok(Json(hub.raft.add_node(body.node_id, node, body.voter).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    node_id: u64,
+}
+
+/// Hands leadership to another voter (before maintenance on the leader's machine).
+async fn transfer_leader(
+    State(hub): State<Hub>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    caller.require_everywhere("admin:servers")?;
+    Ok(Json(hub.raft.transfer_leader(body.node_id).await?))
 }
 
 async fn remove_node(

@@ -2,6 +2,7 @@
 
 mod backup;
 mod cluster;
+mod events;
 mod groups;
 mod misc;
 mod servers;
@@ -33,6 +34,7 @@ pub fn router(hub: Hub) -> Router {
         .merge(misc::routes())
         .merge(cluster::routes())
         .merge(backup::routes())
+        .merge(events::routes())
         .merge(crate::oauth_provider::routes())
         .fallback(not_found);
     // Both `/hub/api` (single-user servers) and `/hub/api/` (the idle culler) are the
@@ -48,6 +50,10 @@ pub fn router(hub: Hub) -> Router {
         .layer(axum::middleware::from_fn(method_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::map_response(version_header))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            crate::audit::request_origin,
+        ))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(hub)
 }

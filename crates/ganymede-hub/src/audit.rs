@@ -1,0 +1,169 @@
+//! The audit log's hub side: every request runs with an origin (its client's address,
+//! then its caller once authenticated) that the proposals it makes carry into the log;
+//! refused requests (403) are put on the record too, at a bounded rate; and admins read
+//! the record at `GET /hub/api/ganymede/events`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use ganymede_model::Command;
+use ganymede_model::audit::{self, AuditRecord, Origin};
+use tokio::time::Instant;
+
+use crate::Hub;
+
+/// Denied requests recorded per replica: a burst of this many…
+const DENIED_BURST: f64 = 20.0;
+/// …then this many per second. A client hammering forbidden URLs must not fill the log.
+const DENIED_PER_SECOND: f64 = 2.0;
+
+/// A token bucket for denied-request records; what it turns away is counted, and the
+/// count travels with the next record that gets through.
+pub struct DeniedLimiter {
+    bucket: Mutex<Bucket>,
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    suppressed: u64,
+}
+
+impl Default for DeniedLimiter {
+    fn default() -> Self {
+        DeniedLimiter {
+            bucket: Mutex::new(Bucket {
+                tokens: DENIED_BURST,
+                refilled: Instant::now(),
+                suppressed: 0,
+            }),
+        }
+    }
+}
+
+impl DeniedLimiter {
+    /// `Some(suppressed since the last record)` when this one may be recorded.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * DENIED_PER_SECOND).min(DENIED_BURST);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Some(std::mem::take(&mut bucket.suppressed))
+        } else {
+            bucket.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// The client's address: the first `X-Forwarded-For` entry (the edge sets it, as
+/// JupyterHub trusts its proxy's), else the connection's peer.
+fn client_ip(request: &Request) -> Option<String> {
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .map(str::trim)
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .map(str::to_owned);
+    forwarded.or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip().to_string())
+    })
+}
+
+/// Runs the request in an origin scope, and records it if it was refused.
+pub(crate) async fn request_origin(State(hub): State<Hub>, request: Request, next: axum::middleware::Next) -> Response {
+    let ip = client_ip(&request);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (response, origin) = ganymede_raft::origin::scope(Origin::anonymous(ip), async move {
+        let response = next.run(request).await;
+        (response, ganymede_raft::origin::current())
+    })
+    .await;
+    if response.status() == StatusCode::FORBIDDEN
+        && let Some(origin) = origin
+    {
+        record_denied(&hub, origin, method.as_str(), &path);
+    }
+    response
+}
+
+fn record_denied(hub: &Hub, origin: Origin, method: &str, path: &str) {
+    let Some(suppressed) = hub.denied.admit(Instant::now()) else {
+        return;
+    };
+    let command = Command::RecordDenied {
+        action: method.to_owned(),
+        target: audit::bounded(path, audit::MAX_TARGET),
+        status: StatusCode::FORBIDDEN.as_u16(),
+        suppressed,
+        at: crate::render::now_millis(),
+    };
+    let raft = hub.raft.clone();
+    // Not on the request's time: the client has its answer. Bounded by the proposal's
+    // own timeout (`cluster.request_timeout`).
+    tokio::spawn(ganymede_raft::origin::scope(origin, async move {
+        if let Err(err) = raft.propose(command).await {
+            tracing::warn!(error = %err, "cannot record a denied request");
+        }
+    }));
+}
+
+/// The most records one page of the events API holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of the audit record: events after `since`, oldest first.
+#[derive(serde::Serialize)]
+pub struct AuditPage {
+    pub events: Vec<AuditRecord>,
+    /// Where the next page starts (`since` for the next call): the last seq given, or
+    /// `since` again when there was nothing new.
+    pub next_since: u64,
+    /// The oldest seq this replica still holds: the record is compacted with the event
+    /// log, and a reader further behind than this has missed records.
+    pub oldest_kept: u64,
+}
+
+/// One page of the record from this replica's event log; the error is the store's.
+pub fn page(hub: &Hub, since: u64, limit: usize) -> Result<AuditPage, String> {
+    let events = hub
+        .raft
+        .events_after(since, limit.clamp(1, MAX_PAGE))
+        .map_err(|err| err.to_string())?;
+    let records: Vec<AuditRecord> = events.iter().map(audit::record).collect();
+    Ok(AuditPage {
+        next_since: records.last().map_or(since, |record| record.seq),
+        oldest_kept: hub.raft.events_floor().map_err(|err| err.to_string())?,
+        events: records,
+    })
+}
+
+/// How long `wait` may hold an events request open for new records.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denied_records_are_rate_limited_and_say_how_many_were_left_out() {
+        let limiter = DeniedLimiter::default();
+        let start = Instant::now();
+        let admitted = (0..25).filter(|_| limiter.admit(start).is_some()).count();
+        assert_eq!(admitted, 20);
+        // Half a second later there is room for one more, which carries the count.
+        assert_eq!(limiter.admit(start + Duration::from_millis(500)), Some(5));
+        assert_eq!(limiter.admit(start + Duration::from_millis(500)), None);
+        assert_eq!(limiter.admit(start + Duration::from_secs(10)), Some(1));
+    }
+}
