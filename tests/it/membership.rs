@@ -128,22 +128,26 @@ async fn leadership_moves_on_request_and_on_a_kill_and_the_status_names_the_true
 
     // Leadership handed over on request: the status, once the call returns, names the
     // chosen voter everywhere.
-    let chosen = (1..=3).find(|id| *id != old && *id != via).expect("the third replica");
-    cluster_cli(&cluster, via, &["transfer-leader", "--node-id", &chosen.to_string()]);
-    eventually(
-        "every replica to follow the chosen leader",
-        Duration::from_secs(10),
-        || async {
-            let status: Value = serde_json::from_str(&cluster_cli(&cluster, via, &["status", "--json"])).ok()?;
-            let replicas = status["replicas"].as_array()?;
-            replicas
-                .iter()
-                .all(|r| r["leader_id"].as_u64() == Some(chosen))
-                .then_some(())
-        },
-    )
-    .await;
-    assert_eq!(cluster.leader().await, chosen);
+    // To each other voter in turn: an election would pick the chosen one only by chance.
+    let third = (1..=3).find(|id| *id != old && *id != via).expect("the third replica");
+    for chosen in [third, via, old, third] {
+        cluster_cli(&cluster, via, &["transfer-leader", "--node-id", &chosen.to_string()]);
+        eventually(
+            "every replica to follow the chosen leader",
+            Duration::from_secs(10),
+            || async {
+                let status: Value = serde_json::from_str(&cluster_cli(&cluster, via, &["status", "--json"])).ok()?;
+                let replicas = status["replicas"].as_array()?;
+                replicas
+                    .iter()
+                    .all(|r| r["leader_id"].as_u64() == Some(chosen))
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(cluster.leader().await, chosen);
+    }
+    let chosen = third;
     // Bad input: not a member.
     let refused = Command::new(ganymede_bin())
         .args([

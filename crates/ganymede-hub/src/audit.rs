@@ -61,14 +61,17 @@ impl DeniedLimiter {
     }
 }
 
-/// The client's address: the first `X-Forwarded-For` entry (the edge sets it, as
-/// JupyterHub trusts its proxy's), else the connection's peer.
+/// The client's address: the last `X-Forwarded-For` entry — the one the edge appended
+/// for the connection it took (earlier entries are whatever the client wrote) — as
+/// tornado's `xheaders` reads it for JupyterHub; else the connection's peer. A client
+/// that reaches a hub directly can still write its own: keep hubs' API ports for edges
+/// and operators (ops/k8s' NetworkPolicies do).
 fn client_ip(request: &Request) -> Option<String> {
     let forwarded = request
         .headers()
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
+        .and_then(|value| value.rsplit(',').next())
         .map(str::trim)
         .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
         .map(str::to_owned);
@@ -102,6 +105,7 @@ fn record_denied(hub: &Hub, origin: Origin, method: &str, path: &str) {
     let Some(suppressed) = hub.denied.admit(Instant::now()) else {
         return;
     };
+    // The method and the path: the route pattern is not known outside the router.
     let command = Command::RecordDenied {
         action: method.to_owned(),
         target: audit::bounded(path, audit::MAX_TARGET),
@@ -140,9 +144,16 @@ pub fn page(hub: &Hub, since: u64, limit: usize) -> Result<AuditPage, String> {
         .raft
         .events_after(since, limit.clamp(1, MAX_PAGE))
         .map_err(|err| err.to_string())?;
-    let records: Vec<AuditRecord> = events.iter().map(audit::record).collect();
+    // Activity (routes, servers, tokens and users last seen) is committed every second
+    // while anyone works, including by whoever reads this record: telemetry, not
+    // anyone's action. It is skipped, but the page still moves past it.
+    let records: Vec<AuditRecord> = events
+        .iter()
+        .filter(|event| !audit::is_activity(&event.event))
+        .map(audit::record)
+        .collect();
     Ok(AuditPage {
-        next_since: records.last().map_or(since, |record| record.seq),
+        next_since: events.last().map_or(since, |event| event.seq),
         oldest_kept: hub.raft.events_floor().map_err(|err| err.to_string())?,
         events: records,
     })

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Event, Sequenced, Timestamp, TokenOwner};
 
 /// Who proposed a command, and from where: carried with the command through the log.
+/// Unknown fields are tolerated: a newer replica may say more about an origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Origin {
     /// `user:<name>`, `service:<name>`, `replica:<node id>` (the hub's own work, such as
     /// a spawner's report) or `anonymous` (a request nobody was logged in for).
@@ -81,6 +81,15 @@ pub struct AuditRecord {
     /// `ok` for a change that was made; `denied` or `failed` otherwise, with a reason
     /// where there is one (`failed: <why>`).
     pub outcome: String,
+}
+
+/// Whether the event only records activity (last-seen times): telemetry that the
+/// audit view leaves out.
+pub fn is_activity(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ActivityRecorded { .. } | Event::ApiActivityRecorded { .. }
+    )
 }
 
 /// The audit record of one committed event.

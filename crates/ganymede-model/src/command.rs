@@ -280,7 +280,7 @@ pub enum Command {
     /// Put a refused request (403) on the audit record. Changes nothing else; replicas
     /// send these rate-limited, `suppressed` counting the ones left out since the last.
     RecordDenied {
-        /// What was attempted: the method and the route pattern.
+        /// What was attempted: the request's method.
         action: String,
         /// The path it was attempted on.
         target: String,

@@ -124,9 +124,27 @@ async fn call(
     };
     if !status.is_success() {
         let message = body.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-        anyhow::bail!("{status}: {message}");
+        return Err(HubRefused {
+            status: status.as_u16(),
+            message: format!("{status}: {message}"),
+        }
+        .into());
     }
     Ok(body)
+}
+
+/// The hub answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct HubRefused {
+    status: u16,
+    message: String,
+}
+
+/// A 4xx: the request itself is wrong (token, parameters); asking again cannot help.
+fn is_refusal(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<HubRefused>()
+        .is_some_and(|refused| (400..500).contains(&refused.status))
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -259,6 +277,9 @@ pub async fn user(target: Target, action: UserAction) -> anyhow::Result<()> {
 
 /// Prints the audit record; with `--follow`, for as long as it runs.
 pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
+    if args.limit == 0 || args.limit > 1000 {
+        anyhow::bail!("--limit must be between 1 and 1000");
+    }
     let http = client()?;
     let urls: Vec<&str> = args.target.url.split(',').filter(|url| !url.is_empty()).collect();
     let mut at = 0;
@@ -272,7 +293,7 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
         let path = format!("/ganymede/events?since={since}&limit={}&wait={wait}", args.limit);
         let page = match call(&http, url, &args.target.token, Method::GET, &path, None).await {
             Ok(page) => page,
-            Err(err) if args.follow => {
+            Err(err) if args.follow && !is_refusal(&err) => {
                 // A replica going away is what following across a cluster is for.
                 failures += 1;
                 eprintln!("ganymede events: {err:#}; trying {}", urls[(at + 1) % urls.len()]);
@@ -284,7 +305,7 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
         };
         failures = 0;
         let oldest = page["oldest_kept"].as_u64().unwrap_or(1);
-        if since + 1 < oldest {
+        if since > 0 && since + 1 < oldest {
             eprintln!(
                 "ganymede events: records {}..{} were compacted away on this replica",
                 since + 1,

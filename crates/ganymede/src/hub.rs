@@ -89,6 +89,31 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     // Raft outlives the rest: the reconciler reports its servers stopped through it.
     let raft_shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // One recorder per process, with JupyterHub's buckets, installed before Raft starts:
+    // metrics registered before it (the leader-change counter, the first WAL syncs)
+    // would go to no recorder and never be exported.
+    let metrics = match ganymede_hub::metrics::prometheus_builder().and_then(|builder| builder.install_recorder()) {
+        Ok(handle) => {
+            ganymede_hub::metrics::describe();
+            // Histograms keep raw samples until a scrape or an upkeep folds them into
+            // buckets: without upkeep an unscraped hub's memory would grow for ever.
+            let (upkeep, shutdown) = (handle.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = ticks.tick() => upkeep.run_upkeep(),
+                    }
+                }
+            });
+            Some(handle)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "no Prometheus recorder: /hub/metrics will be empty");
+            None
+        }
+    };
     let raft = RaftHandle::start(raft_config, raft_listener, &tasks, raft_shutdown.clone())
         .await
         .context("cannot start the replica")?;
@@ -105,28 +130,9 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         config.auth.clone(),
     )
     .with_shutdown(shutdown.clone());
-    // One recorder per process, with JupyterHub's buckets.
-    let hub = match ganymede_hub::metrics::prometheus_builder().and_then(|builder| builder.install_recorder()) {
-        Ok(handle) => {
-            ganymede_hub::metrics::describe();
-            // Histograms keep raw samples until a scrape or an upkeep folds them into
-            // buckets: without upkeep an unscraped hub's memory would grow for ever.
-            let (upkeep, shutdown) = (handle.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        _ = ticks.tick() => upkeep.run_upkeep(),
-                    }
-                }
-            });
-            hub.with_metrics(handle)
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "no Prometheus recorder: /hub/metrics will be empty");
-            hub
-        }
+    let hub = match metrics {
+        Some(handle) => hub.with_metrics(handle),
+        None => hub,
     };
     tasks.spawn(hub.clone().run_background(shutdown.clone()));
     let reconciler = start_reconciler(&config, &hub, api_addr)?;

@@ -48,7 +48,11 @@ async fn add_node(
     ApiJson(body): ApiJson<AddNodeBody>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     caller.require_everywhere("admin:servers")?;
-    if body.raft_addr.parse::<std::net::SocketAddr>().is_err() {
+    let host_port = body
+        .raft_addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0));
+    if !host_port {
         return Err(ApiError::bad_request(format!(
             "raft_addr must be host:port, not {:?}",
             body.raft_addr

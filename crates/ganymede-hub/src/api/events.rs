@@ -69,15 +69,22 @@ async fn events(
     let wait = Duration::from_secs_f64(wait.min(audit::MAX_WAIT.as_secs_f64()));
     let deadline = tokio::time::Instant::now() + wait;
     let mut applied = hub.raft.subscribe_applied();
+    let stopping = hub.shutdown.clone().unwrap_or_default();
+    let mut since = since;
     loop {
         let page = read_page(&hub, since, limit).await?;
-        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline || stopping.is_cancelled() {
             return Ok(Json(page));
         }
-        match tokio::time::timeout_at(deadline, applied.changed()).await {
-            Ok(Ok(())) => {}
-            // Timed out, or the replica is stopping: answer with what there is.
-            Ok(Err(_)) | Err(_) => return Ok(Json(page)),
+        // Only activity came (or nothing): wait on from there.
+        since = page.next_since;
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, applied.changed()) => match changed {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(Json(page)),
+            },
+            // A replica stopping answers at once: graceful shutdown waits for requests.
+            () = stopping.cancelled() => return Ok(Json(page)),
         }
     }
 }
