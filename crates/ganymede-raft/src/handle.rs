@@ -157,6 +157,17 @@ enum ForwardOutcome {
 /// Forwarding RPCs that may be under way at once; proposals arriving meanwhile queue up
 /// and go together in the next one, so a busy follower sends few, large batches.
 const MAX_FORWARDS_IN_FLIGHT: usize = 4;
+/// How long a forwarded proposal waits before it checks that someone sends the queue.
+const FORWARD_NUDGE: Duration = Duration::from_millis(200);
+
+/// One forwarding slot, returned when dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 /// The most proposals in one forwarding RPC.
 const MAX_FORWARD_BATCH: usize = 512;
 
@@ -557,10 +568,18 @@ impl Inner {
 
     /// Queues `command` for the leader and makes sure someone sends the queue.
     async fn forward(&self, proposal: Proposal) -> ForwardOutcome {
-        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let (reply, mut outcome) = tokio::sync::oneshot::channel();
         lock(&self.forward_queue).push(PendingForward { proposal, reply });
         self.send_forward_queue().await;
-        outcome.await.unwrap_or(ForwardOutcome::NotSent)
+        // Senders run inside their callers' futures, and a caller may be cancelled (an
+        // HTTP client that hangs up): then nobody may be left to send what is queued.
+        // A waiting caller looks again now and then and becomes a sender itself.
+        loop {
+            match tokio::time::timeout(FORWARD_NUDGE, &mut outcome).await {
+                Ok(answer) => return answer.unwrap_or(ForwardOutcome::NotSent),
+                Err(_) => self.send_forward_queue().await,
+            }
+        }
     }
 
     /// Sends queued proposals in batches while fewer than `MAX_FORWARDS_IN_FLIGHT`
@@ -573,6 +592,11 @@ impl Inner {
                 self.forwards_in_flight.fetch_sub(1, SeqCst);
                 return;
             }
+            // Given back however this sender ends, cancelled included: a slot lost to a
+            // cancelled caller was never returned, and four of them stopped this replica
+            // forwarding for good (proposals waited for ever: the 50-users test's stuck
+            // spawns).
+            let sending = InFlight(&self.forwards_in_flight);
             let batch: Vec<PendingForward> = {
                 let mut queue = lock(&self.forward_queue);
                 let take = queue.len().min(MAX_FORWARD_BATCH);
@@ -581,7 +605,7 @@ impl Inner {
             if !batch.is_empty() {
                 self.send_forward_batch(batch).await;
             }
-            self.forwards_in_flight.fetch_sub(1, SeqCst);
+            drop(sending);
             if lock(&self.forward_queue).is_empty() {
                 return;
             }
