@@ -9,16 +9,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::spawning::spawner_lines;
+use crate::spawning::{client, spawner_lines};
 use crate::support::{ADMIN_TOKEN, ProcessCluster, append_config, eventually, ganymede_bin};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
 
 /// Logs `name` in through replica `node`'s login form (the dummy authenticator).
 async fn login(cluster: &ProcessCluster, node: u64, name: &str) {

@@ -32,7 +32,7 @@ pub(crate) fn spawner_lines(extra: &str) -> String {
     )
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())

@@ -4,12 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cluster_cli::Target;
+use crate::cluster_cli::{HubRefused, Target};
 
 #[derive(Subcommand)]
 pub enum TokenAction {
@@ -108,37 +107,11 @@ async fn call(
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let url = url.trim_end_matches('/');
-    let mut request = http
-        .request(method, format!("{url}/hub/api{path}"))
-        .header("authorization", format!("token {token}"));
+    let mut request = http.request(method, format!("{url}/hub/api{path}"));
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let text = response.text().await.context("reading the hub's answer")?;
-    let body: Value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("the hub's answer is not JSON ({status})"))?
-    };
-    if !status.is_success() {
-        let message = body.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-        return Err(HubRefused {
-            status: status.as_u16(),
-            message: format!("{status}: {message}"),
-        }
-        .into());
-    }
-    Ok(body)
-}
-
-/// The hub answered with an error status.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct HubRefused {
-    status: u16,
-    message: String,
+    crate::cluster_cli::ask(request, token, url).await
 }
 
 /// A 4xx: the request itself is wrong (token, parameters); asking again cannot help.

@@ -71,7 +71,7 @@ pub async fn run(target: Target, action: Action) -> anyhow::Result<()> {
             .post(format!("{base}/transfer-leader"))
             .json(&json!({ "node_id": node_id })),
     };
-    let mut body = ask(request, &target).await?;
+    let mut body = ask(request, &target.token, &target.url).await?;
     if matches!(action, Action::Status { .. }) {
         body["replicas"] = Value::Array(replicas(&client, &target, &body).await);
     }
@@ -83,19 +83,38 @@ pub async fn run(target: Target, action: Action) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ask(request: reqwest::RequestBuilder, target: &Target) -> anyhow::Result<Value> {
+/// Sends `request` to the hub at `url` with `token`: its JSON answer (`null` when
+/// empty), or the hub's `message` as a [`HubRefused`] on an error status.
+pub(crate) async fn ask(request: reqwest::RequestBuilder, token: &str, url: &str) -> anyhow::Result<Value> {
     let response = request
-        .header("authorization", format!("token {}", target.token))
+        .header("authorization", format!("token {token}"))
         .send()
         .await
-        .with_context(|| format!("cannot reach {}", target.url))?;
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
-    let body: Value = response.json().await.context("the hub's answer is not JSON")?;
+    let text = response.text().await.context("reading the hub's answer")?;
+    let body: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("the hub's answer is not JSON ({status})"))?
+    };
     if !status.is_success() {
         let message = body.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-        anyhow::bail!("{status}: {message}");
+        return Err(HubRefused {
+            status: status.as_u16(),
+            message: format!("{status}: {message}"),
+        }
+        .into());
     }
     Ok(body)
+}
+
+/// The hub answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct HubRefused {
+    pub(crate) status: u16,
+    message: String,
 }
 
 /// Every member's own view, asked of it directly (briefly: a dead replica must not hold
@@ -139,7 +158,7 @@ async fn member_views(
         let request = client
             .get(format!("{scheme}://{api_addr}/hub/api/ganymede/cluster"))
             .timeout(std::time::Duration::from_secs(2));
-        match ask(request, target).await {
+        match ask(request, &target.token, api_addr).await {
             Ok(view) => json!({
                 "node_id": node_id,
                 "reachable": true,
