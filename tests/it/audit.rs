@@ -188,6 +188,19 @@ async fn the_audit_record_names_who_did_what_in_the_same_order_on_every_replica(
     let text = serde_json::to_string(&story).expect("json");
     assert!(!text.contains(&alices), "a token on the record");
 
+    // A reader that goes away (`ganymede events | head`) ends the command quietly.
+    let mut hasty = Command::new(ganymede_bin())
+        .args(["events", "--json", "--url", &cluster.url(1, "")])
+        .env("GANYMEDE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ganymede events");
+    drop(hasty.stdout.take());
+    let output = hasty.wait_with_output().expect("ganymede events");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+
     // `ganymede events --follow`, given two replicas, keeps streaming when the first dies.
     let last_seq = story.last().and_then(|event| event["seq"].as_u64()).expect("a seq");
     let urls = format!("{},{}", cluster.url(1, ""), cluster.url(2, ""));

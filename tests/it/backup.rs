@@ -190,6 +190,22 @@ async fn a_live_backup_restores_into_a_new_cluster_with_the_same_state() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     eprintln!("backup at index {backup_index} ({} bytes) in {took:?}", saved["bytes"]);
+    // The backup is on the audit record, by the admin who took it.
+    eventually("the backup on the audit record", DEADLINE, || async {
+        let (_, page) = source
+            .request(1, Method::GET, "/hub/api/ganymede/events?since=0&limit=1000")
+            .await?;
+        page["events"]
+            .as_array()?
+            .iter()
+            .any(|event| {
+                event["action"] == "cluster.backup"
+                    && event["target"] == format!("applied index {backup_index}").as_str()
+                    && event["actor"] == "service:admin"
+            })
+            .then_some(())
+    })
+    .await;
 
     // --- restore into a fresh one-node cluster's empty data directory
     let mut restored = ProcessCluster::new(1);
@@ -358,6 +374,30 @@ async fn a_replica_without_a_majority_backs_up_locally_and_restore_refuses_what_
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(!target.exists(), "{name}: the data directory was created");
     }
+
+    // --- a replica bound to a wildcard address without an advertised one: the new
+    // cluster's membership would name an address nobody can dial
+    let wildcard = dir.join("wildcard.toml");
+    let wildcard_dir = dir.join("restore-wildcard");
+    std::fs::write(
+        &wildcard,
+        format!(
+            "[hub]\nnode_id = 1\ndata_dir = {:?}\nraft_bind = \"0.0.0.0:8281\"\n",
+            wildcard_dir.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let (ok, _, stderr) = ganymede(&[
+        "restore",
+        "--from",
+        &file_arg,
+        "--config",
+        &wildcard.display().to_string(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("set hub.advertise_raft"), "{stderr}");
+    assert!(!wildcard_dir.exists(), "the data directory was created");
 
     // --- an intact one restores into an empty directory (and not twice)
     let target = dir.join("restored");

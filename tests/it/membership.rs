@@ -147,6 +147,32 @@ async fn leadership_moves_on_request_and_on_a_kill_and_the_status_names_the_true
         .await;
         assert_eq!(cluster.leader().await, chosen);
     }
+    // Each transfer is on the audit record, by the admin, in order, on every replica.
+    let wanted: Vec<String> = [third, via, old, third].iter().map(|id| format!("node {id}")).collect();
+    for node in 1..=3 {
+        eventually("the transfers on the audit record", Duration::from_secs(10), || async {
+            let page: Value = reqwest::Client::new()
+                .get(cluster.url(node, "/hub/api/ganymede/events?since=0&limit=1000"))
+                .header("authorization", format!("token {ADMIN_TOKEN}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let transfers: Vec<&Value> = page["events"]
+                .as_array()?
+                .iter()
+                .filter(|event| event["action"] == "cluster.transfer_leader")
+                .collect();
+            let targets: Vec<String> = transfers
+                .iter()
+                .filter_map(|event| Some(event["target"].as_str()?.to_owned()))
+                .collect();
+            (targets == wanted && transfers.iter().all(|event| event["actor"] == "service:admin")).then_some(())
+        })
+        .await;
+    }
     let chosen = third;
     // Bad input: not a member.
     let refused = Command::new(ganymede_bin())

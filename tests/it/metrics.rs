@@ -479,6 +479,20 @@ async fn a_real_prometheus_scrapes_the_cluster_and_answers_the_dashboards_querie
         (scalar(&http, &prometheus, promql).await? == 0.0).then_some(())
     })
     .await;
+    // An edge subscribes to every hub: each of the three counts it once.
+    eventually(
+        "every hub to count the edge as a subscriber",
+        Duration::from_secs(30),
+        || async {
+            let counts = query(&http, &prometheus, "ganymede_events_subscribers{job=\"ganymede-hub\"}").await?;
+            let ones = counts
+                .iter()
+                .filter(|series| series["value"][1].as_str() == Some("1"))
+                .count();
+            (counts.len() == 3 && ones == 3).then_some(())
+        },
+    )
+    .await;
     // Every query of Ganymede's own dashboard runs, and all but the one about what this
     // scenario did not do (build a snapshot) show data.
     let dashboard: serde_json::Value = serde_json::from_str(

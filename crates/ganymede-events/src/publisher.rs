@@ -9,7 +9,7 @@ use ganymede_proto::edge::v1::{ActivityReport, Route, RouteEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
+use zeromq::{PubSocket, Socket, SocketEvent, SocketSend, ZmqMessage};
 
 use crate::wire::{EventsKey, encode_event, encode_heartbeat};
 
@@ -36,16 +36,20 @@ pub trait RouteSource: Send + Sync + 'static {
 pub struct Publisher {
     socket: PubSocket,
     addr: String,
+    /// Peers connecting and leaving: the subscriber count operators watch.
+    monitor: futures::channel::mpsc::Receiver<SocketEvent>,
 }
 
 impl Publisher {
     /// Binds first, so that a busy port is an error at start-up, not later.
     pub async fn bind(addr: SocketAddr) -> Result<Publisher, zeromq::ZmqError> {
         let mut socket = PubSocket::new();
+        let monitor = socket.monitor();
         let endpoint = socket.bind(&format!("tcp://{addr}")).await?;
         Ok(Publisher {
             socket,
             addr: endpoint.to_string(),
+            monitor,
         })
     }
 
@@ -62,9 +66,20 @@ impl Publisher {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut key = source.events_key();
+        let mut subscribers: std::collections::HashSet<Vec<u8>> = Default::default();
+        metrics::gauge!("ganymede_events_subscribers").set(0.0);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(event) = futures::StreamExt::next(&mut self.monitor) => {
+                    match event {
+                        SocketEvent::Accepted(_, peer) => { subscribers.insert(peer.to_vec()); }
+                        SocketEvent::Disconnected(peer) => { subscribers.remove(peer.as_ref()); }
+                        _ => {}
+                    }
+                    metrics::gauge!("ganymede_events_subscribers").set(subscribers.len() as f64);
+                    continue;
+                }
                 changed = route_seq.changed() => {
                     if changed.is_err() {
                         break;

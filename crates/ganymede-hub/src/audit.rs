@@ -66,7 +66,7 @@ impl DeniedLimiter {
 /// tornado's `xheaders` reads it for JupyterHub; else the connection's peer. A client
 /// that reaches a hub directly can still write its own: keep hubs' API ports for edges
 /// and operators (ops/k8s' NetworkPolicies do).
-fn client_ip(request: &Request) -> Option<String> {
+pub(crate) fn client_ip(request: &Request) -> Option<String> {
     let forwarded = request
         .headers()
         .get("x-forwarded-for")
@@ -114,13 +114,40 @@ fn record_denied(hub: &Hub, origin: Origin, method: &str, path: &str) {
         at: crate::render::now_millis(),
     };
     let raft = hub.raft.clone();
+    let stopping = hub.shutdown_token();
     // Not on the request's time: the client has its answer. Bounded by the proposal's
-    // own timeout (`cluster.request_timeout`).
+    // own timeout (`cluster.request_timeout`), and by the replica's life: it must not
+    // hold the replica (and its database) open after shutdown.
     tokio::spawn(ganymede_raft::origin::scope(origin, async move {
-        if let Err(err) = raft.propose(command).await {
-            tracing::warn!(error = %err, "cannot record a denied request");
+        tokio::select! {
+            proposed = raft.propose(command) => {
+                if let Err(err) = proposed {
+                    tracing::warn!(error = %err, "cannot record a denied request");
+                }
+            }
+            () = stopping.cancelled() => {}
         }
     }));
+}
+
+/// Puts an operator's action on the cluster (a membership change, a backup) on the
+/// audit record, as the current request's caller. The action is done whether or not
+/// its record commits, so a failure is logged, not returned.
+pub async fn record_admin_action(hub: &Hub, action: audit::AdminAction, target: String) {
+    let command = Command::RecordAdminAction {
+        action,
+        target: audit::bounded(&target, audit::MAX_TARGET),
+        at: crate::render::now_millis(),
+    };
+    let stopping = hub.shutdown_token();
+    tokio::select! {
+        proposed = hub.raft.propose(command) => {
+            if let Err(err) = proposed {
+                tracing::warn!(error = %err, action = action.as_str(), "cannot record an admin action");
+            }
+        }
+        () = stopping.cancelled() => {}
+    }
 }
 
 /// The most records one page of the events API holds.
@@ -152,9 +179,13 @@ pub fn page(hub: &Hub, since: u64, limit: usize) -> Result<AuditPage, String> {
         .filter(|event| !audit::is_activity(&event.event))
         .map(audit::record)
         .collect();
+    // The floor after the events: compaction only raises it, so a page that lost
+    // records to a compaction running meanwhile says so (at worst it warns of a gap
+    // that its events do cover; never the other way round).
+    let oldest_kept = hub.raft.events_floor().map_err(|err| err.to_string())?;
     Ok(AuditPage {
         next_since: events.last().map_or(since, |event| event.seq),
-        oldest_kept: hub.raft.events_floor().map_err(|err| err.to_string())?,
+        oldest_kept,
         events: records,
     })
 }

@@ -162,6 +162,11 @@ impl Hub {
         self.metrics.as_ref().map(|handle| handle.render()).unwrap_or_default()
     }
 
+    /// Cancelled when this replica stops (never, for a hub run without `with_shutdown`).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone().unwrap_or_default()
+    }
+
     /// Stops this replica a moment from now, once the current response is on its way.
     pub fn request_shutdown(&self) {
         if let Some(shutdown) = self.shutdown.clone() {

@@ -445,6 +445,14 @@ async fn token(State(hub): State<Hub>, headers: HeaderMap, Form(form): Form<Toke
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed code_verifier");
         }
     };
+    // The client is who redeems the code: the record commits only if its secret matched.
+    ganymede_raft::origin::set_actor(
+        format!(
+            "oauth_client:{}",
+            ganymede_model::audit::bounded(&client_id, ganymede_model::audit::MAX_TARGET)
+        ),
+        None,
+    );
     let access_token = new_oauth_secret();
     let at = now_millis();
     let expires_in = COOKIE_MAX_AGE_SECS;

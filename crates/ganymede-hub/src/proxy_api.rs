@@ -60,7 +60,13 @@ async fn require_token(State(api): State<ProxyApi>, request: Request, next: Next
         .filter(|rest| rest.starts_with(char::is_whitespace))
         .and_then(|rest| rest.split_whitespace().next());
     if presented.is_some_and(|token| constant_time_eq(token.as_bytes(), api.auth_token.as_bytes())) {
-        next.run(request).await
+        // Route changes made here are the proxy API token holder's, on the audit record.
+        let origin = ganymede_model::audit::Origin {
+            actor: "proxy_api".into(),
+            token_id: None,
+            ip: crate::audit::client_ip(&request),
+        };
+        ganymede_raft::origin::scope(origin, next.run(request)).await
     } else {
         StatusCode::FORBIDDEN.into_response()
     }

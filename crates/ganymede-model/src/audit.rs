@@ -60,6 +60,28 @@ pub fn bounded(text: &str, max: usize) -> String {
     cut
 }
 
+/// What an operator did to the cluster itself: things that change no replicated state
+/// (membership lives in Raft's own entries; a backup only reads), recorded for the audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminAction {
+    AddNode,
+    RemoveNode,
+    TransferLeader,
+    Backup,
+}
+
+impl AdminAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::AddNode => "cluster.add_node",
+            AdminAction::RemoveNode => "cluster.remove_node",
+            AdminAction::TransferLeader => "cluster.transfer_leader",
+            AdminAction::Backup => "cluster.backup",
+        }
+    }
+}
+
 /// One line of the audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -253,6 +275,7 @@ fn describe(event: &Event) -> Described {
                 format!("denied: {status}")
             }),
         ),
+        Event::AdminActionTaken { action, target, at } => ok(action.as_str(), target.clone(), *at),
     }
 }
 

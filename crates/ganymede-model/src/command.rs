@@ -288,6 +288,13 @@ pub enum Command {
         suppressed: u64,
         at: Timestamp,
     },
+    /// Put an operator's action outside the replicated state on the audit record: a
+    /// membership change, a leadership transfer, a backup. Changes nothing else.
+    RecordAdminAction {
+        action: crate::audit::AdminAction,
+        target: String,
+        at: Timestamp,
+    },
 }
 
 /// Cluster-wide throttles on starting servers; `None` is unlimited.
@@ -381,7 +388,8 @@ impl Command {
             | Command::RecordLoginFailure { at, .. }
             | Command::ClearLoginFailures { at, .. }
             | Command::BindIdentity { at, .. }
-            | Command::RecordDenied { at, .. } => *at,
+            | Command::RecordDenied { at, .. }
+            | Command::RecordAdminAction { at, .. } => *at,
         }
     }
 
@@ -426,6 +434,7 @@ impl Command {
             Command::ClearLoginFailures { .. } => "clear_login_failures",
             Command::BindIdentity { .. } => "bind_identity",
             Command::RecordDenied { .. } => "record_denied",
+            Command::RecordAdminAction { .. } => "record_admin_action",
         }
     }
 }

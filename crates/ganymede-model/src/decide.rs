@@ -705,6 +705,11 @@ pub fn decide(state: &State, command: &Command) -> Result<Vec<Event>, Rejection>
             suppressed: *suppressed,
             at: *at,
         }]),
+        Command::RecordAdminAction { action, target, at } => Ok(vec![Event::AdminActionTaken {
+            action: *action,
+            target: crate::audit::bounded(target, crate::audit::MAX_TARGET),
+            at: *at,
+        }]),
     }
 }
 
@@ -1201,7 +1206,7 @@ fn evolve_more(state: &mut State, event: &Event) {
         | Event::LoginFailed { .. }
         | Event::LoginFailuresCleared { .. }
         | Event::IdentityBound { .. } => accounts::evolve(state, event),
-        Event::RequestDenied { .. } => {}
+        Event::RequestDenied { .. } | Event::AdminActionTaken { .. } => {}
         Event::ServerCreated {
             user,
             server,

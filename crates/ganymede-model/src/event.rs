@@ -227,6 +227,12 @@ pub enum Event {
         suppressed: u64,
         at: Timestamp,
     },
+    /// An operator's action on the cluster itself, for the audit record; no state changes.
+    AdminActionTaken {
+        action: crate::audit::AdminAction,
+        target: String,
+        at: Timestamp,
+    },
 }
 
 /// Activity on one user's server.
@@ -351,7 +357,7 @@ impl Event {
             | Event::LoginFailed { name, .. }
             | Event::LoginFailuresCleared { name, .. } => vec![Key::Account(name.clone())],
             Event::IdentityBound { identity, .. } => vec![Key::Identity(identity.clone())],
-            Event::RequestDenied { .. } => Vec::new(),
+            Event::RequestDenied { .. } | Event::AdminActionTaken { .. } => Vec::new(),
             Event::ActivityRecorded { routes, servers } => {
                 let mut keys: Vec<Key> = routes.iter().map(|(path, _)| Key::Route(path.clone())).collect();
                 keys.extend(servers.iter().map(|activity| Key::User(activity.user.clone())));

@@ -448,6 +448,12 @@ impl RaftHandle {
         }
     }
 
+    /// A reference to the database that does not keep it open: tells a caller that
+    /// restarts a replica in the same process when the old one has let go of its files.
+    pub fn weak_store(&self) -> ganymede_store::WeakStore {
+        self.inner.store.downgrade()
+    }
+
     /// The store path, for tools that inspect what is on disk.
     pub fn data_dir(&self) -> &std::path::Path {
         self.inner.store.path()

@@ -272,12 +272,23 @@ impl TestCluster {
 
     /// Stops replica `node_id` abruptly: its listeners close and Raft stops, as when the
     /// process dies; its data directory stays.
+    /// Returns once the replica's database is closed, so it can be reopened at once.
     pub async fn kill(&mut self, node_id: u64) {
         let hub = self.hubs.remove(&node_id).expect("running node");
+        let store = hub.raft.weak_store();
         hub.shutdown.cancel();
         hub.raft.shutdown().await;
         hub.tasks.close();
         hub.tasks.wait().await;
+        drop(hub);
+        // Connection tasks of the gRPC and HTTP servers can outlive their servers by a
+        // moment, each holding the replica: its database closes when the last goes.
+        eventually(
+            &format!("replica {node_id}'s database to close"),
+            Duration::from_secs(10),
+            || async { store.upgrade().is_none().then_some(()) },
+        )
+        .await;
     }
 
     /// Adds a fresh replica with no initial members (it waits to be added).

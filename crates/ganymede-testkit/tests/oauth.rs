@@ -206,6 +206,18 @@ async fn t10_codes_are_issued_once_redeemed_anywhere_and_die_with_the_session() 
     assert!(scope.contains("access:servers!server=alice/"), "{scope}");
     let access_token = granted["access_token"].as_str().expect("token").to_owned();
     assert_eq!(access_token.len(), 30);
+    // On the audit record the client that redeemed the code issued the token.
+    eventually("the token's issue on replica 1's audit record", PATIENCE, || async {
+        let (status, record) = admin.get("/hub/api/ganymede/events?since=0&limit=1000").await.ok()?;
+        assert_eq!(status, 200, "{record}");
+        let issued_by_client = record["events"]
+            .as_array()?
+            .iter()
+            .filter(|event| event["action"] == "token.issue" && event["actor"] == "oauth_client:jupyterhub-user-alice")
+            .count();
+        (issued_by_client == 1).then_some(())
+    })
+    .await;
     let (status, error) = redeem(&base(2), &good, None).await;
     assert_eq!(
         (status, error["error"].as_str()),

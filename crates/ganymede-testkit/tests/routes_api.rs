@@ -33,6 +33,24 @@ async fn routes_posted_to_one_replica_are_served_by_all() {
             "{route}"
         );
     }
+    // The route's creation is on the audit record as the proxy API token holder's.
+    let (status, record) = cluster
+        .hub(2)
+        .api
+        .get("/hub/api/ganymede/events?since=0&limit=1000")
+        .await
+        .expect("events");
+    assert_eq!(status, 200, "{record}");
+    assert!(
+        record["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|event| event["action"] == "route.add"
+                && event["target"] == "/user/alice"
+                && event["actor"] == "proxy_api"),
+        "{record}"
+    );
     let (status, route) = cluster
         .hub(2)
         .proxy_api

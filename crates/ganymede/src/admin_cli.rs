@@ -121,7 +121,7 @@ fn is_refusal(err: &anyhow::Error) -> bool {
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    crate::out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -169,7 +169,7 @@ pub async fn token(target: Target, action: TokenAction) -> anyhow::Result<()> {
                 created["id"].as_str().unwrap_or("?"),
                 created["scopes"]
             );
-            println!("{}", created["token"].as_str().unwrap_or_default());
+            crate::out!("{}", created["token"].as_str().unwrap_or_default());
         }
         TokenAction::List { user, json } => {
             let path = format!("/users/{}/tokens", encode(&user));
@@ -178,7 +178,7 @@ pub async fn token(target: Target, action: TokenAction) -> anyhow::Result<()> {
                 return print_json(&listed);
             }
             for token in listed["api_tokens"].as_array().into_iter().flatten() {
-                println!(
+                crate::out!(
                     "{:8} {:24} last used {:24} {} {}",
                     token["id"].as_str().unwrap_or("?"),
                     token["created"].as_str().unwrap_or("?"),
@@ -208,7 +208,7 @@ pub async fn user(target: Target, action: UserAction) -> anyhow::Result<()> {
                 return print_json(&created);
             }
             for user in created.as_array().into_iter().flatten() {
-                println!("created {}", user["name"].as_str().unwrap_or("?"));
+                crate::out!("created {}", user["name"].as_str().unwrap_or("?"));
             }
         }
         UserAction::List { json } => {
@@ -223,7 +223,7 @@ pub async fn user(target: Target, action: UserAction) -> anyhow::Result<()> {
                     .flat_map(|servers| servers.keys())
                     .map(|name| if name.is_empty() { "(default)" } else { name.as_str() })
                     .collect();
-                println!(
+                crate::out!(
                     "{:24} {:6} last active {:24} servers {}",
                     user["name"].as_str().unwrap_or("?"),
                     if user["admin"] == true { "admin" } else { "" },
@@ -239,7 +239,7 @@ pub async fn user(target: Target, action: UserAction) -> anyhow::Result<()> {
             if json {
                 return print_json(&updated);
             }
-            println!(
+            crate::out!(
                 "{name} is {}an admin",
                 if updated["admin"] == true { "" } else { "not " }
             );
@@ -288,9 +288,9 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
         let records = page["events"].as_array().cloned().unwrap_or_default();
         for record in &records {
             if args.json {
-                println!("{}", serde_json::to_string(record)?);
+                crate::out!("{}", serde_json::to_string(record)?);
             } else {
-                println!("{}", human(record));
+                crate::out!("{}", human(record));
             }
         }
         since = page["next_since"].as_u64().unwrap_or(since);

@@ -130,9 +130,9 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             "state_digest": header.state_digest,
             "ganymede_version": header.ganymede_version,
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::out!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
+        crate::out!(
             "saved {} ({size} bytes, mode 0600): node {}'s state at applied index {} (term {}), {}",
             args.out.display(),
             header.node_id,
@@ -195,6 +195,19 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             if config.advertise_raft.is_none() && config.raft_bind.port() == 0 {
                 anyhow::bail!("hub.raft_bind has port 0: set hub.advertise_raft, the address peers will use");
             }
+            // The membership would name an address no peer can dial, for ever.
+            if config.advertise_raft.is_none() && config.raft_bind.ip().is_unspecified() {
+                anyhow::bail!(
+                    "hub.raft_bind {} is a wildcard address: set hub.advertise_raft, the address peers will use",
+                    config.raft_bind
+                );
+            }
+            if config.advertise_api.is_none() && config.api_bind.ip().is_unspecified() {
+                anyhow::bail!(
+                    "hub.api_bind {} is a wildcard address: set hub.advertise_api, the address peers and edges will use",
+                    config.api_bind
+                );
+            }
             HubNode {
                 raft_addr: config
                     .advertise_raft
@@ -230,10 +243,10 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             "tokens": restored.tokens,
             "active_servers": restored.active_servers,
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::out!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!(
+    crate::out!(
         "restored {} into {} as node {} (raft {}, api {}), the only member of a new cluster",
         args.from.display(),
         restored.data_dir.display(),
@@ -241,7 +254,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         node.raft_addr,
         node.api_addr,
     );
-    println!(
+    crate::out!(
         "  node {}'s state at applied index {}: {} users, {} groups, {} services, {} tokens; {}",
         header.node_id,
         restored.applied_index,
@@ -252,11 +265,11 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         restored.state_digest,
     );
     if restored.active_servers > 0 {
-        println!(
+        crate::out!(
             "  {} server(s) were running in the old cluster: the new one will mark them failed",
             restored.active_servers
         );
     }
-    println!("start its hub with this configuration, then add replicas with `ganymede cluster add`");
+    crate::out!("start its hub with this configuration, then add replicas with `ganymede cluster add`");
     Ok(())
 }

@@ -64,7 +64,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
         let cert = ca_params()?.self_signed(&key)?;
         write(&ca_key_path, &key.serialize_pem(), true)?;
         write(&ca_cert_path, &cert.pem(), false)?;
-        println!("created the cluster CA: {}", ca_cert_path.display());
+        crate::out!("created the cluster CA: {}", ca_cert_path.display());
         key
     };
     let issuer = Issuer::new(ca_params()?, ca_key);
@@ -78,7 +78,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     let key_path = args.out.join(format!("{}-key.pem", args.name));
     write(&key_path, &key.serialize_pem(), true)?;
     write(&cert_path, &cert.pem(), false)?;
-    println!(
+    crate::out!(
         "wrote {} and {} for {}",
         cert_path.display(),
         key_path.display(),

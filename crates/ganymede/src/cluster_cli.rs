@@ -76,7 +76,7 @@ pub async fn run(target: Target, action: Action) -> anyhow::Result<()> {
         body["replicas"] = Value::Array(replicas(&client, &target, &body).await);
     }
     if matches!(action, Action::Status { json: true }) {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        crate::out!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
     print_status(&body);
@@ -182,7 +182,7 @@ async fn member_views(
 
 fn print_status(status: &Value) {
     let field = |name: &str| status.get(name).map(|v| v.to_string()).unwrap_or_default();
-    println!(
+    crate::out!(
         "node {} is {} (leader {}, term {}, applied {})",
         field("node_id"),
         status.get("role").and_then(Value::as_str).unwrap_or("?"),
@@ -192,7 +192,7 @@ fn print_status(status: &Value) {
     );
     for member in status.get("members").and_then(Value::as_array).into_iter().flatten() {
         let voter = member.get("voter").and_then(Value::as_bool).unwrap_or(false);
-        println!(
+        crate::out!(
             "  node {:>3}  {:7}  api {}  raft {}",
             member.get("node_id").map(|v| v.to_string()).unwrap_or_default(),
             if voter { "voter" } else { "learner" },
@@ -203,7 +203,7 @@ fn print_status(status: &Value) {
     for view in status.get("replicas").and_then(Value::as_array).into_iter().flatten() {
         let node = view["node_id"].to_string();
         if view["reachable"] == true {
-            println!(
+            crate::out!(
                 "  replica {node:>3}: {:9} term {} leader {} applied {} lag {}",
                 view["role"].as_str().unwrap_or("?"),
                 view["term"],
@@ -212,7 +212,7 @@ fn print_status(status: &Value) {
                 view.get("lag").map(Value::to_string).unwrap_or_else(|| "?".into()),
             );
         } else {
-            println!(
+            crate::out!(
                 "  replica {node:>3}: unreachable ({})",
                 view["error"].as_str().unwrap_or("?")
             );

@@ -179,3 +179,25 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// `println!` for the commands' output, without its panic when the reader has gone
+/// (`ganymede events --follow | head`): a closed pipe ends the command quietly, as it
+/// ends other Unix tools.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+pub(crate) fn write_stdout(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ganymede: cannot write the output: {err}");
+        std::process::exit(1);
+    }
+}

@@ -69,6 +69,18 @@ async fn backup(
         state_digest = %header.state_digest,
         "backup taken"
     );
+    // Off the response's time: a `--local` backup may come from a replica that cannot
+    // reach a majority, where the record would wait out the proposal timeout.
+    let target = format!(
+        "applied index {}{}",
+        header.applied_index,
+        if flag(&query.local) { " (local)" } else { "" }
+    );
+    let origin = ganymede_raft::origin::current().unwrap_or_default();
+    let recorder = hub.clone();
+    tokio::spawn(ganymede_raft::origin::scope(origin, async move {
+        crate::audit::record_admin_action(&recorder, ganymede_model::audit::AdminAction::Backup, target).await;
+    }));
     let disposition = format!("attachment; filename=\"ganymede-{}.backup\"", header.applied_index);
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
@@ -84,6 +96,9 @@ async fn backup(
 }
 
 async fn digest(State(hub): State<Hub>, caller: Caller) -> Result<Json<StateDigest>, ApiError> {
-    caller.require_everywhere("read:hub")?;
+    // Hashing the whole state is work: admins only, like the backup it is compared with.
+    for scope in ADMIN_ROLE_SCOPES {
+        caller.require_everywhere(scope)?;
+    }
     Ok(Json(hub.raft.state_digest().await.map_err(backup_error)?))
 }

@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use ganymede_model::audit::AdminAction;
 use ganymede_raft::{ClusterStatus, HubNode};
 use serde::Deserialize;
 
@@ -58,11 +59,19 @@ async fn add_node(
             body.raft_addr
         )));
     }
+    let target = format!(
+        "node {} at {} ({})",
+        body.node_id,
+        body.raft_addr,
+        if body.voter { "voter" } else { "learner" }
+    );
     let node = HubNode {
         raft_addr: body.raft_addr,
         api_addr: body.api_addr,
     };
-    Ok(Json(hub.raft.add_node(body.node_id, node, body.voter).await?))
+    let status = hub.raft.add_node(body.node_id, node, body.voter).await?;
+    crate::audit::record_admin_action(&hub, AdminAction::AddNode, target).await;
+    Ok(Json(status))
 }
 
 #[derive(Deserialize)]
@@ -78,7 +87,9 @@ async fn transfer_leader(
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     caller.require_everywhere("admin:servers")?;
-    Ok(Json(hub.raft.transfer_leader(body.node_id).await?))
+    let status = hub.raft.transfer_leader(body.node_id).await?;
+    crate::audit::record_admin_action(&hub, AdminAction::TransferLeader, format!("node {}", body.node_id)).await;
+    Ok(Json(status))
 }
 
 async fn remove_node(
@@ -87,5 +98,7 @@ async fn remove_node(
     Path(node_id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     caller.require_everywhere("admin:servers")?;
-    Ok(Json(hub.raft.remove_node(node_id).await?))
+    let status = hub.raft.remove_node(node_id).await?;
+    crate::audit::record_admin_action(&hub, AdminAction::RemoveNode, format!("node {node_id}")).await;
+    Ok(Json(status))
 }
