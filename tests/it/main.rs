@@ -15,6 +15,7 @@ mod local_cluster;
 mod logs;
 mod membership;
 mod metrics;
+mod nemesis;
 mod ops_manifests;
 mod spawning;
 mod support;

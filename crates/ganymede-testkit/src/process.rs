@@ -329,6 +329,11 @@ impl ProcessCluster {
         Some(status)
     }
 
+    /// Hub `node_id`'s process id while it runs (to pause it with SIGSTOP, say).
+    pub fn pid(&self, node_id: u64) -> Option<u32> {
+        self.hub(node_id).child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self, node_id: u64) -> bool {
         self.hub(node_id).child.is_some()
     }

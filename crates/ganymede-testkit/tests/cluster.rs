@@ -572,3 +572,57 @@ async fn t80_a_wiped_first_replica_rejoins_instead_of_founding_a_second_cluster(
     let (status, _) = cluster.hub(3).api.get("/hub/api/users/after").await.expect("get");
     assert_eq!(status, 200);
 }
+
+/// Session 8's bug: a follower sends its forward queue from inside its callers' futures,
+/// and a caller cancelled mid-send (an HTTP client hanging up) never gave its sending
+/// slot back; after four, nobody sent the queue again and every proposal forwarded from
+/// that replica waited for ever. Here hundreds of forwarded proposals are cancelled a
+/// millisecond in (well inside the round trip to the leader and its fsync), and the
+/// follower must still forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t90_issue_cancelled_forwarders_leave_the_follower_forwarding() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let raft = cluster.hub(follower).raft.clone();
+    let create = |name: String| ganymede_model::Command::CreateUsers {
+        names: vec![name],
+        admin: false,
+        at: 1,
+    };
+    let mut cancelled = 0;
+    for round in 0..50 {
+        let proposals = (0..8).map(|i| {
+            let raft = raft.clone();
+            let command = create(format!("cancelled-{round}-{i}"));
+            async move { tokio::time::timeout(Duration::from_millis(1), raft.propose(command)).await }
+        });
+        cancelled += futures::future::join_all(proposals)
+            .await
+            .iter()
+            .filter(|outcome| outcome.is_err())
+            .count();
+    }
+    info!(cancelled, "forwarded proposals cancelled mid-flight");
+    assert!(
+        cancelled > 4,
+        "too few cancellations ({cancelled}) to have tested anything"
+    );
+    let applied = tokio::time::timeout(Duration::from_secs(10), raft.propose(create("after".into())))
+        .await
+        .expect("the follower forwards again (it stalled before the fix)");
+    assert!(applied.is_ok(), "{applied:?}");
+    // What was cancelled may or may not have been committed, but the replicas agree.
+    let names = |node: u64| {
+        cluster
+            .hub(node)
+            .raft
+            .read_local(|state| state.users.keys().cloned().collect::<BTreeSet<String>>())
+    };
+    eventually(
+        "the replicas to agree on the users",
+        Duration::from_secs(10),
+        || async { (names(1) == names(2) && names(2) == names(3) && names(1).contains("after")).then_some(()) },
+    )
+    .await;
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The long nemesis profile (issue 7): five replicas, more clients, five minutes of
+# kills and pauses, then the linearizability and convergence checks. CI runs the short
+# profile as part of ops/test.sh. Override any knob from the environment:
+#   GANYMEDE_NEMESIS_SECS, GANYMEDE_NEMESIS_REPLICAS, GANYMEDE_NEMESIS_CLIENTS,
+#   GANYMEDE_NEMESIS_SEED (replays a run's faults and operations as far as timing allows).
+# A failing history is saved under $CARGO_TARGET_DIR/nemesis/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganymede/target}
+export GANYMEDE_NEMESIS_SECS="${GANYMEDE_NEMESIS_SECS:-300}"
+export GANYMEDE_NEMESIS_REPLICAS="${GANYMEDE_NEMESIS_REPLICAS:-5}"
+export GANYMEDE_NEMESIS_CLIENTS="${GANYMEDE_NEMESIS_CLIENTS:-10}"
+cargo build --locked --bin ganymede --bin ganymede-test-singleuser
+cargo nextest run --locked -p ganymede-e2e --no-capture -E 'test(/^nemesis::/)'

@@ -1,0 +1,349 @@
+//! The nemesis: concurrent clients create, change, read and delete users through every
+//! replica while replicas are killed with SIGKILL and restarted, or paused with SIGSTOP
+//! for longer than an election timeout. Every operation is recorded as invoked and then
+//! answered (a definite result) or unknown (no answer: a timeout, a reset, a 5xx), and
+//! the history is checked for linearizability per user; after the faults heal, every
+//! replica must hold the same state.
+//!
+//! The short profile runs in CI; `GANYMEDE_NEMESIS_SECS` and `GANYMEDE_NEMESIS_REPLICAS`
+//! make a long one (`ops/nemesis.sh`). A history that fails is saved as JSON under
+//! `$CARGO_TARGET_DIR/nemesis/` (or the system's temporary directory).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ganymede_history::{KeyedRecord, Outcome, RecordInput, RecordOutput, Recorder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, ProcessCluster, eventually};
+
+type Input = RecordInput<bool>;
+type Output = RecordOutput<bool>;
+
+/// Users the clients contend on: few, so that operations overlap.
+const KEYS: usize = 5;
+/// A client's patience with one request: long enough for a failover, short enough that
+/// a request to a paused replica is given up and counted unknown.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most search steps the checker spends on one user's history.
+const CHECK_BUDGET: u64 = 20_000_000;
+
+struct Profile {
+    replicas: u64,
+    clients: u64,
+    load: Duration,
+    seed: u64,
+}
+
+fn profile() -> Profile {
+    let number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    Profile {
+        replicas: number("GANYMEDE_NEMESIS_REPLICAS", 3),
+        clients: number("GANYMEDE_NEMESIS_CLIENTS", 6),
+        load: Duration::from_secs(number("GANYMEDE_NEMESIS_SECS", 20)),
+        seed: number(
+            "GANYMEDE_NEMESIS_SEED",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_millis() as u64),
+        ),
+    }
+}
+
+fn key_name(index: usize) -> String {
+    format!("nemesis-{index}")
+}
+
+/// One operation against one replica, as the REST API answers it. `None`: no definite
+/// answer, so the operation may or may not have happened.
+async fn perform(http: &reqwest::Client, base: &str, name: &str, input: &Input) -> Option<Output> {
+    let url = format!("{base}/hub/api/users/{name}");
+    let request = match input {
+        RecordInput::Create(admin) => http.post(&url).json(&json!({ "admin": admin })),
+        RecordInput::Write(admin) => http.patch(&url).json(&json!({ "admin": admin })),
+        RecordInput::Delete => http.delete(&url),
+        RecordInput::Read => http.get(&url),
+    };
+    let response = request
+        .header("authorization", format!("token {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    match (input, status) {
+        (RecordInput::Create(_), 201) => Some(RecordOutput::Created),
+        (RecordInput::Create(_), 409) => Some(RecordOutput::Exists),
+        (RecordInput::Write(_), 200) => Some(RecordOutput::Written),
+        (RecordInput::Write(_) | RecordInput::Delete, 404) => Some(RecordOutput::Missing),
+        (RecordInput::Delete, 204) => Some(RecordOutput::Deleted),
+        (RecordInput::Read, 200) => Some(RecordOutput::Value(Some(body["admin"].as_bool()?))),
+        (RecordInput::Read, 404) => Some(RecordOutput::Value(None)),
+        // 5xx (no leader in time, stopping) and anything unexpected: not a definite answer.
+        _ => None,
+    }
+}
+
+fn random_input(rng: &mut StdRng) -> Input {
+    match rng.random_range(0..10) {
+        0..=1 => RecordInput::Create(rng.random_bool(0.5)),
+        2..=3 => RecordInput::Write(rng.random_bool(0.5)),
+        4 => RecordInput::Delete,
+        _ => RecordInput::Read,
+    }
+}
+
+/// Which replicas are down (killed or paused): clients leave them alone, so that the
+/// history is not filled with requests that never reached anyone.
+struct Down(Vec<AtomicBool>);
+
+impl Down {
+    fn set(&self, node_id: u64, down: bool) {
+        self.0[(node_id - 1) as usize].store(down, Ordering::SeqCst);
+    }
+
+    fn is_down(&self, node_id: u64) -> bool {
+        self.0[(node_id - 1) as usize].load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default, Debug)]
+struct Faults {
+    by_kind: BTreeMap<&'static str, u64>,
+}
+
+fn signal(cluster: &ProcessCluster, node_id: u64, signal: rustix::process::Signal) {
+    let pid = cluster.pid(node_id).expect("a running hub");
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, signal).expect("signal the hub");
+}
+
+/// Injects one fault after another until `until`, each healed before the next.
+async fn nemesis(cluster: &mut ProcessCluster, down: &Down, rng: &mut StdRng, until: Instant) -> Faults {
+    let mut faults = Faults::default();
+    let replicas = cluster.hubs.len() as u64;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        // Half the faults hit the leader: that is where a failover loses or repeats writes.
+        let leader = cluster.leader().await;
+        let target = if rng.random_bool(0.5) {
+            leader
+        } else {
+            rng.random_range(1..=replicas)
+        };
+        let role = if target == leader { "leader" } else { "follower" };
+        if rng.random_bool(0.5) {
+            down.set(target, true);
+            cluster.kill9(target);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
+            cluster.start(target);
+            *faults
+                .by_kind
+                .entry(if role == "leader" {
+                    "kill -9 leader"
+                } else {
+                    "kill -9 follower"
+                })
+                .or_default() += 1;
+            wait_until_serving(cluster, target).await;
+            down.set(target, false);
+        } else {
+            down.set(target, true);
+            signal(cluster, target, rustix::process::Signal::STOP);
+            // Longer than the election timeout (150–300 ms): the others move on.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..2500))).await;
+            signal(cluster, target, rustix::process::Signal::CONT);
+            *faults
+                .by_kind
+                .entry(if role == "leader" {
+                    "pause leader"
+                } else {
+                    "pause follower"
+                })
+                .or_default() += 1;
+            down.set(target, false);
+        }
+    }
+    faults
+}
+
+async fn wait_until_serving(cluster: &ProcessCluster, node_id: u64) {
+    eventually("the restarted hub to answer", Duration::from_secs(30), || async {
+        let (status, _) = cluster
+            .request(node_id, reqwest::Method::GET, "/hub/api/ganymede/digest")
+            .await?;
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+async fn client(
+    id: u64,
+    bases: Arc<Vec<String>>,
+    down: Arc<Down>,
+    recorder: Recorder<Input, Output>,
+    mut rng: StdRng,
+    until: Instant,
+) -> u64 {
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("client");
+    let mut count = 0;
+    while Instant::now() < until {
+        let node = rng.random_range(1..=bases.len() as u64);
+        if down.is_down(node) {
+            continue;
+        }
+        let key = key_name(rng.random_range(0..KEYS));
+        let input = random_input(&mut rng);
+        let op = recorder.invoke(id, &key, input.clone());
+        match perform(&http, &bases[(node - 1) as usize], &key, &input).await {
+            Some(output) => recorder.returned(op, output),
+            None => recorder.unknown(op),
+        }
+        count += 1;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2..20))).await;
+    }
+    count
+}
+
+fn save_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("nemesis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_kills_and_pauses_leave_a_linearizable_history_and_equal_replicas() {
+    let profile = profile();
+    eprintln!(
+        "nemesis: {} replicas, {} clients, {:?} of faults, seed {}",
+        profile.replicas, profile.clients, profile.load, profile.seed
+    );
+    let mut cluster = ProcessCluster::new(profile.replicas);
+    cluster.start_all();
+    cluster.leader().await;
+    let bases: Arc<Vec<String>> = Arc::new((1..=profile.replicas).map(|id| cluster.url(id, "")).collect());
+    let down = Arc::new(Down((0..profile.replicas).map(|_| AtomicBool::new(false)).collect()));
+    let recorder: Recorder<Input, Output> = Recorder::new();
+    let mut rng = StdRng::seed_from_u64(profile.seed);
+
+    let started = Instant::now();
+    let until = started + profile.load;
+    let clients: Vec<_> = (1..=profile.clients)
+        .map(|id| {
+            tokio::spawn(client(
+                id,
+                bases.clone(),
+                down.clone(),
+                recorder.clone(),
+                StdRng::seed_from_u64(profile.seed.wrapping_add(id)),
+                until,
+            ))
+        })
+        .collect();
+    let faults = nemesis(&mut cluster, &down, &mut rng, until).await;
+    let mut operations = 0;
+    for client in clients {
+        operations += client.await.expect("a client");
+    }
+    let healed = Instant::now();
+
+    // --- convergence: every replica at one applied index with one state digest
+    let digests = eventually("the replicas to converge", Duration::from_secs(60), || async {
+        let mut seen = Vec::new();
+        for node in 1..=profile.replicas {
+            let (status, body) = cluster
+                .request(node, reqwest::Method::GET, "/hub/api/ganymede/digest")
+                .await?;
+            (status == 200).then_some(())?;
+            seen.push((
+                body["applied_index"].as_u64()?,
+                body["state_digest"].as_str()?.to_owned(),
+            ));
+        }
+        seen.windows(2).all(|pair| pair[0] == pair[1]).then_some(seen)
+    })
+    .await;
+    let convergence = healed.elapsed();
+
+    // --- the final word on every user, read through every replica: pins down what the
+    // unknown operations did, so a lost acknowledged write cannot hide
+    let http = reqwest::Client::new();
+    for node in 1..=profile.replicas {
+        for index in 0..KEYS {
+            let key = key_name(index);
+            let op = recorder.invoke(0, &key, RecordInput::Read);
+            match perform(&http, &bases[(node - 1) as usize], &key, &RecordInput::Read).await {
+                Some(output) => recorder.returned(op, output),
+                None => panic!("hub {node} does not answer a read of {key} after the faults healed"),
+            }
+        }
+    }
+
+    let history = recorder.history();
+    let unknown = history
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Unknown))
+        .count();
+    let checking = Instant::now();
+    let report = ganymede_history::check(&KeyedRecord::<bool>::default(), &history, CHECK_BUDGET);
+    let checked_in = checking.elapsed();
+    eprintln!(
+        "nemesis: {operations} operations ({unknown} unknown) in {:?}; faults {:?}; converged {convergence:?} after \
+         healing at index {}; checked in {checked_in:?}: {} anomalies, {} inconclusive",
+        profile.load,
+        faults.by_kind,
+        digests[0].0,
+        report.anomalies().len(),
+        report.inconclusive().len(),
+    );
+    if !report.is_linearizable() {
+        let dir = save_dir();
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join(format!("t10-seed-{}.json", profile.seed));
+        ganymede_history::save_json(&path, &history, &report).expect("save the history");
+        panic!(
+            "the history is not linearizable (seed {}): {:?}; saved to {}",
+            profile.seed,
+            report.anomalies(),
+            path.display()
+        );
+    }
+    assert!(faults.by_kind.values().sum::<u64>() > 0, "no fault was injected");
+    assert!(operations > 0);
+
+    // The checker sees what the clients saw: one read made up after everything else,
+    // contradicting the final reads, must be an anomaly.
+    let mut forged = history.clone();
+    let last = forged.iter().rev().find(|op| op.key == key_name(0)).expect("an operation").clone();
+    let mut lie = last.clone();
+    lie.client = u64::MAX;
+    lie.input = RecordInput::Read;
+    let Outcome::Returned { output, returned } = &last.outcome else {
+        panic!("the final reads were answered")
+    };
+    let contradiction = match output {
+        RecordOutput::Value(Some(admin)) => RecordOutput::Value(Some(!admin)),
+        _ => RecordOutput::Value(Some(true)),
+    };
+    lie.invoked = returned + 1;
+    lie.outcome = Outcome::Returned {
+        output: contradiction,
+        returned: returned + 2,
+    };
+    forged.push(lie);
+    let forged_report = ganymede_history::check(&KeyedRecord::<bool>::default(), &forged, CHECK_BUDGET);
+    assert_eq!(forged_report.anomalies().len(), 1, "{forged_report:?}");
+}
