@@ -101,13 +101,22 @@ pub fn servers_with_home_under(dir: &Path) -> Vec<u32> {
 }
 
 /// Starts `ganymede <args> <config>` with `env`, its output appended to `log`.
-fn spawn_logged(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+fn spawn_logged(launcher: &[String], args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(ganymede_bin())
+    let mut command = match launcher.split_first() {
+        // `ip netns exec` execs the program: the child's pid is the hub's.
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(ganymede_bin());
+            command
+        }
+        None => Command::new(ganymede_bin()),
+    };
+    command
         .args(args)
         .arg(config)
         .envs(env.iter().copied())
@@ -159,6 +168,10 @@ pub struct HubProcess {
     pub events_port: u16,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The address it binds and is reached at: loopback, or its network namespace's.
+    pub host: String,
+    /// What it is started under (`ip netns exec <ns>`), if anything.
+    launcher: Vec<String>,
     child: Option<Child>,
 }
 
@@ -180,9 +193,24 @@ pub struct ProcessCluster {
 
 impl ProcessCluster {
     pub fn new(size: u64) -> ProcessCluster {
+        Self::on_hosts((1..=size).map(|_| ("127.0.0.1".to_owned(), Vec::new())).collect())
+    }
+
+    /// Hubs in network namespaces: each on its namespace's address, started through
+    /// its launcher (see [`crate::netns::Network`]).
+    pub fn in_network(network: &crate::netns::Network) -> ProcessCluster {
+        Self::on_hosts(
+            (1..=network.nodes())
+                .map(|node| (crate::netns::host(node), network.launcher(node)))
+                .collect(),
+        )
+    }
+
+    fn on_hosts(hosts: Vec<(String, Vec<String>)>) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hubs: Vec<HubProcess> = (1..=size)
-            .map(|node_id| HubProcess {
+        let hubs: Vec<HubProcess> = (1..=hosts.len() as u64)
+            .zip(hosts)
+            .map(|(node_id, (host, launcher))| HubProcess {
                 node_id,
                 api_port: free_port(),
                 raft_port: free_port(),
@@ -191,6 +219,8 @@ impl ProcessCluster {
                 events_port: free_port(),
                 config: dir.path().join(format!("hub{node_id}.toml")),
                 log: dir.path().join(format!("hub{node_id}.log")),
+                host,
+                launcher,
                 child: None,
             })
             .collect();
@@ -198,17 +228,19 @@ impl ProcessCluster {
             .iter()
             .map(|h| {
                 format!(
-                    "{{ node_id = {}, raft_addr = \"127.0.0.1:{}\", api_addr = \"127.0.0.1:{}\" }}",
-                    h.node_id, h.raft_port, h.api_port
+                    "{{ node_id = {}, raft_addr = \"{}:{}\", api_addr = \"{}:{}\" }}",
+                    h.node_id, h.host, h.raft_port, h.host, h.api_port
                 )
             })
             .collect();
         for hub in &hubs {
             let config = format!(
-                "[hub]\nnode_id = {}\ndata_dir = \"{}\"\napi_bind = \"127.0.0.1:{}\"\nraft_bind = \"127.0.0.1:{}\"\nlog = \"info\"\n\n[cluster]\ninitial_members = [{}]\n{}",
+                "[hub]\nnode_id = {}\ndata_dir = \"{}\"\napi_bind = \"{}:{}\"\nraft_bind = \"{}:{}\"\nlog = \"info\"\n\n[cluster]\ninitial_members = [{}]\n{}",
                 hub.node_id,
                 dir.path().join(format!("hub{}", hub.node_id)).display(),
+                hub.host,
                 hub.api_port,
+                hub.host,
                 hub.raft_port,
                 members.join(", "),
                 hub.feed_config(),
@@ -268,6 +300,8 @@ impl ProcessCluster {
             events_port: free_port(),
             config: self.dir.path().join(format!("hub{node_id}.toml")),
             log: self.dir.path().join(format!("hub{node_id}.log")),
+            host: "127.0.0.1".into(),
+            launcher: Vec::new(),
             child: None,
         };
         let config = format!(
@@ -294,6 +328,7 @@ impl ProcessCluster {
         let hub = &mut self.hubs[(node_id - 1) as usize];
         assert!(hub.child.is_none(), "hub{node_id} is already running");
         let child = spawn_logged(
+            &hub.launcher,
             &["hub", "--config"],
             &hub.config,
             &hub.log,
@@ -339,7 +374,7 @@ impl ProcessCluster {
     }
 
     pub fn url(&self, node_id: u64, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.hub(node_id).api_port)
+        format!("http://{}:{}{path}", self.hub(node_id).host, self.hub(node_id).api_port)
     }
 
     pub async fn request(&self, node_id: u64, method: reqwest::Method, path: &str) -> Option<(u16, Value)> {
@@ -413,16 +448,22 @@ impl ProcessCluster {
 impl HubProcess {
     fn feed_config(&self) -> String {
         format!(
-            "\n[proxy]\napi_bind = \"127.0.0.1:{}\"\n\n[events]\ngrpc_bind = \"127.0.0.1:{}\"\npub_bind = \"127.0.0.1:{}\"\n",
-            self.proxy_port, self.feed_port, self.events_port
+            "\n[proxy]\napi_bind = \"{host}:{}\"\n\n[events]\ngrpc_bind = \"{host}:{}\"\npub_bind = \"{host}:{}\"\n",
+            self.proxy_port,
+            self.feed_port,
+            self.events_port,
+            host = self.host
         )
     }
 
     /// This hub as an `[edge] hubs` entry.
     pub fn edge_entry(&self) -> String {
         format!(
-            "{{ api = \"127.0.0.1:{}\", grpc = \"127.0.0.1:{}\", events = \"127.0.0.1:{}\" }}",
-            self.api_port, self.feed_port, self.events_port
+            "{{ api = \"{host}:{}\", grpc = \"{host}:{}\", events = \"{host}:{}\" }}",
+            self.api_port,
+            self.feed_port,
+            self.events_port,
+            host = self.host
         )
     }
 }
@@ -465,6 +506,7 @@ impl ProcessCluster {
         let edge = &mut self.edges[index];
         assert!(edge.child.is_none(), "edge{index} is already running");
         let child = spawn_logged(
+            &[],
             &["edge", "--config"],
             &edge.config,
             &edge.log,
@@ -515,7 +557,11 @@ impl ProcessCluster {
 
     /// The hubs' route table through hub `node_id`'s routes API: `{path: target}`.
     pub async fn hub_routes(&self, node_id: u64) -> Option<std::collections::BTreeMap<String, String>> {
-        let url = format!("http://127.0.0.1:{}/api/routes", self.hub(node_id).proxy_port);
+        let url = format!(
+            "http://{}:{}/api/routes",
+            self.hub(node_id).host,
+            self.hub(node_id).proxy_port
+        );
         let response = self
             .client
             .get(url)
@@ -538,7 +584,11 @@ impl ProcessCluster {
     /// `POST` (with a target) or `DELETE` (without) a route through hub `node_id`'s
     /// routes API; the status, or `None` when the hub did not answer.
     pub async fn set_route(&self, node_id: u64, path: &str, target: Option<&str>) -> Option<u16> {
-        let url = format!("http://127.0.0.1:{}/api/routes{path}", self.hub(node_id).proxy_port);
+        let url = format!(
+            "http://{}:{}/api/routes{path}",
+            self.hub(node_id).host,
+            self.hub(node_id).proxy_port
+        );
         let request = match target {
             Some(target) => self.client.post(url).json(&serde_json::json!({ "target": target })),
             None => self.client.delete(url),

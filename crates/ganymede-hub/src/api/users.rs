@@ -240,29 +240,57 @@ fn require_admin_owner(caller: &Caller) -> Result<(), ApiError> {
 
 /// The users a `CreateUsers` produced, rendered once this replica has applied them.
 async fn created_users(hub: &Hub, caller: &Caller, applied: Applied) -> Result<Vec<Value>, ApiError> {
-    let names: Vec<String> = match applied {
-        Applied::Events(events) => events
-            .into_iter()
-            .filter_map(|e| match e.event {
-                Event::UserCreated { name, .. } => Some(name),
-                _ => None,
-            })
-            .collect(),
+    let events = match applied {
+        Applied::Events(events) => events,
         Applied::Rejected(rejection) => return Err(rejection.into()),
         Applied::Nothing => Vec::new(),
     };
+    let names: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::UserCreated { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
     let roles = &hub.settings.roles;
     Ok(hub
         .raft
         .read(|state| {
             let view = caller.view(state, roles);
+            let written = as_written(None, &events);
             names
                 .iter()
-                .filter_map(|name| state.users.get(name))
+                .filter_map(|name| as_now_or_written(state, &written, name))
                 .filter_map(|user| view.user(user, ServerFilter::Active))
                 .collect()
         })
         .await?)
+}
+
+/// `user` (if any) with `events` — a write's own — folded in: the user as the write left
+/// it, for answering a write whose user someone else deleted or renamed since.
+fn as_written(user: Option<&User>, events: &[ganymede_model::Sequenced]) -> ganymede_model::State {
+    let mut scratch = ganymede_model::State::default();
+    if let Some(user) = user {
+        scratch.users.insert(user.name.clone(), user.clone());
+    }
+    for event in events {
+        ganymede_model::evolve(&mut scratch, event);
+    }
+    scratch
+}
+
+/// The user as the cluster has it now, or else as the write left it. A write that took
+/// effect must not be answered "no such user" (or an error) because the user was gone by
+/// the time the answer was rendered: the client would believe it had not happened (the
+/// nemesis test's checker caught exactly this, a PATCH answered 404 whose change a
+/// concurrent read had seen).
+fn as_now_or_written<'a>(
+    now: &'a ganymede_model::State,
+    written: &'a ganymede_model::State,
+    name: &str,
+) -> Option<&'a User> {
+    now.users.get(name).or_else(|| written.users.get(name))
 }
 
 async fn create_users(
@@ -370,7 +398,19 @@ async fn update_user(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let target_is_admin = authorized_target_is_admin(&hub, &caller, "admin:users", &name).await?;
+    // The user before the change: to answer with, should it be gone after (as_written).
+    let before = hub
+        .raft
+        .read(|state| {
+            caller.authorize(state, &["admin:users"], Resource::User(&name))?;
+            state
+                .users
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| ApiError::no_such_user(&name))
+        })
+        .await??;
+    let target_is_admin = before.admin;
     if target_is_admin || body.admin == Some(true) {
         require_admin_owner(&caller)?;
     }
@@ -387,15 +427,17 @@ async fn update_user(
             "User {name} already exists, username must be unique"
         ))),
         Applied::Rejected(rejection) => Err(rejection.into()),
-        Applied::Events(_) | Applied::Nothing => {
+        applied @ (Applied::Events(_) | Applied::Nothing) => {
+            let events = match applied {
+                Applied::Events(events) => events,
+                _ => Vec::new(),
+            };
             let roles = &hub.settings.roles;
             hub.raft
                 .read(|state| {
                     let view = caller.view(state, roles);
-                    state
-                        .users
-                        .get(&target)
-                        .and_then(|user| view.user(user, ServerFilter::Active))
+                    let written = as_written(Some(&before), &events);
+                    as_now_or_written(state, &written, &target).and_then(|user| view.user(user, ServerFilter::Active))
                 })
                 .await?
                 .map(Json)
