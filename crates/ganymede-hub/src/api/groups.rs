@@ -11,7 +11,7 @@ use ganymede_raft::Applied;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiJson, ApiQuery, OptionalApiJson, Page, PageQuery, empty};
+use super::{ApiJson, ApiQuery, OptionalApiJson, Page, PageQuery, as_written, empty};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -69,7 +69,14 @@ async fn list_groups(
     Ok(page.respond(Value::Array(items), total, &headers, &uri))
 }
 
-async fn render_groups(hub: &Hub, caller: &Caller, names: &[String]) -> Result<Vec<Value>, ApiError> {
+/// The groups as the cluster has them now, or else as `written` holds them (see
+/// `as_written`: a write's answer must not say its group is gone).
+async fn render_groups(
+    hub: &Hub,
+    caller: &Caller,
+    names: &[String],
+    written: &ganymede_model::State,
+) -> Result<Vec<Value>, ApiError> {
     let roles = &hub.settings.roles;
     Ok(hub
         .raft
@@ -77,11 +84,18 @@ async fn render_groups(hub: &Hub, caller: &Caller, names: &[String]) -> Result<V
             let view = caller.view(state, roles);
             names
                 .iter()
-                .filter_map(|n| state.groups.get(n))
+                .filter_map(|n| state.groups.get(n).or_else(|| written.groups.get(n)))
                 .filter_map(|g| view.group(g))
                 .collect()
         })
         .await?)
+}
+
+fn applied_events(applied: Applied) -> Vec<ganymede_model::Sequenced> {
+    match applied {
+        Applied::Events(events) => events,
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,7 +126,11 @@ async fn create(hub: Hub, caller: Caller, names: Vec<String>, users: Vec<String>
     };
     match hub.raft.propose(command).await? {
         Applied::Rejected(rejection) => Err(member_rejection(rejection)),
-        _ => Ok((StatusCode::CREATED, Json(render_groups(&hub, &caller, &names).await?)).into_response()),
+        applied => {
+            let written = as_written(|_| {}, &applied_events(applied));
+            let groups = render_groups(&hub, &caller, &names, &written).await?;
+            Ok((StatusCode::CREATED, Json(groups)).into_response())
+        }
     }
 }
 
@@ -194,10 +212,11 @@ async fn change_members(
     add: Vec<String>,
     remove: Vec<String>,
 ) -> Result<Json<Value>, ApiError> {
-    hub.raft
+    let before = hub
+        .raft
         .read(|state| {
             caller.authorize(state, &["groups"], Resource::Group(&name))?;
-            state.groups.get(&name).map(|_| ()).ok_or_else(|| no_such_group(&name))
+            state.groups.get(&name).cloned().ok_or_else(|| no_such_group(&name))
         })
         .await??;
     let command = Command::ChangeGroupMembers {
@@ -206,10 +225,17 @@ async fn change_members(
         remove,
         at: now_millis(),
     };
-    if let Applied::Rejected(rejection) = hub.raft.propose(command).await? {
+    let applied = hub.raft.propose(command).await?;
+    if let Applied::Rejected(rejection) = applied {
         return Err(member_rejection(rejection));
     }
-    render_groups(&hub, &caller, std::slice::from_ref(&name))
+    let written = as_written(
+        |scratch| {
+            scratch.groups.insert(name.clone(), before);
+        },
+        &applied_events(applied),
+    );
+    render_groups(&hub, &caller, std::slice::from_ref(&name), &written)
         .await?
         .pop()
         .map(Json)
@@ -243,10 +269,11 @@ async fn set_properties(
     if !properties.is_object() {
         return Err(ApiError::bad_request("group properties must be a JSON dict"));
     }
-    hub.raft
+    let before = hub
+        .raft
         .read(|state| {
             caller.authorize(state, &["groups"], Resource::Group(&name))?;
-            state.groups.get(&name).map(|_| ()).ok_or_else(|| no_such_group(&name))
+            state.groups.get(&name).cloned().ok_or_else(|| no_such_group(&name))
         })
         .await??;
     let command = Command::SetGroupProperties {
@@ -254,10 +281,17 @@ async fn set_properties(
         properties,
         at: now_millis(),
     };
-    if let Applied::Rejected(rejection) = hub.raft.propose(command).await? {
+    let applied = hub.raft.propose(command).await?;
+    if let Applied::Rejected(rejection) = applied {
         return Err(rejection.into());
     }
-    render_groups(&hub, &caller, std::slice::from_ref(&name))
+    let written = as_written(
+        |scratch| {
+            scratch.groups.insert(name.clone(), before);
+        },
+        &applied_events(applied),
+    );
+    render_groups(&hub, &caller, std::slice::from_ref(&name), &written)
         .await?
         .pop()
         .map(Json)

@@ -11,7 +11,7 @@ use ganymede_raft::Applied;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiJson, ApiQuery, OptionalApiJson, Page, PageQuery, empty, flag};
+use super::{ApiJson, ApiQuery, OptionalApiJson, Page, PageQuery, as_written, empty, flag};
 use crate::Hub;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -257,7 +257,7 @@ async fn created_users(hub: &Hub, caller: &Caller, applied: Applied) -> Result<V
         .raft
         .read(|state| {
             let view = caller.view(state, roles);
-            let written = as_written(None, &events);
+            let written = as_written(|_| {}, &events);
             names
                 .iter()
                 .filter_map(|name| as_now_or_written(state, &written, name))
@@ -267,24 +267,7 @@ async fn created_users(hub: &Hub, caller: &Caller, applied: Applied) -> Result<V
         .await?)
 }
 
-/// `user` (if any) with `events` — a write's own — folded in: the user as the write left
-/// it, for answering a write whose user someone else deleted or renamed since.
-fn as_written(user: Option<&User>, events: &[ganymede_model::Sequenced]) -> ganymede_model::State {
-    let mut scratch = ganymede_model::State::default();
-    if let Some(user) = user {
-        scratch.users.insert(user.name.clone(), user.clone());
-    }
-    for event in events {
-        ganymede_model::evolve(&mut scratch, event);
-    }
-    scratch
-}
-
-/// The user as the cluster has it now, or else as the write left it. A write that took
-/// effect must not be answered "no such user" (or an error) because the user was gone by
-/// the time the answer was rendered: the client would believe it had not happened (the
-/// nemesis test's checker caught exactly this, a PATCH answered 404 whose change a
-/// concurrent read had seen).
+/// The user as the cluster has it now, or else as the write left it (see `as_written`).
 fn as_now_or_written<'a>(
     now: &'a ganymede_model::State,
     written: &'a ganymede_model::State,
@@ -436,7 +419,12 @@ async fn update_user(
             hub.raft
                 .read(|state| {
                     let view = caller.view(state, roles);
-                    let written = as_written(Some(&before), &events);
+                    let written = as_written(
+                        |scratch| {
+                            scratch.users.insert(before.name.clone(), before.clone());
+                        },
+                        &events,
+                    );
                     as_now_or_written(state, &written, &target).and_then(|user| view.user(user, ServerFilter::Active))
                 })
                 .await?
