@@ -20,6 +20,9 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node.js runs the OpenID provider the OIDC authenticator is tested against.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# iproute2's `ip netns` puts each replica in its own network namespace for the
+# partition tests (tests/it/nemesis.rs).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 
 if ((${#need_apt[@]})); then
   echo "ops/setup.sh: installing ${need_apt[*]}" >&2

@@ -346,22 +346,44 @@ async fn exercise(
     }
     let healed = Instant::now();
 
-    // --- convergence: every replica at one applied index with one state digest
-    let digests = eventually("the replicas to converge", Duration::from_secs(60), || async {
+    // --- convergence: every replica at one applied index with one state digest. Each
+    // digest request records its token's activity, committed a moment later, so the
+    // replicas are sampled until one sample finds them level.
+    let mut last_seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let digests = loop {
         let mut seen = Vec::new();
         for node in 1..=profile.replicas {
-            let (status, body) = cluster
+            let answer = cluster
                 .request(node, reqwest::Method::GET, "/hub/api/ganymede/digest")
-                .await?;
-            (status == 200).then_some(())?;
-            seen.push((
-                body["applied_index"].as_u64()?,
-                body["state_digest"].as_str()?.to_owned(),
-            ));
+                .await;
+            seen.push(match answer {
+                Some((200, body)) => format!(
+                    "{}:{}",
+                    body["applied_index"].as_u64().unwrap_or_default(),
+                    body["state_digest"].as_str().unwrap_or_default()
+                ),
+                other => format!("{other:?}"),
+            });
         }
-        seen.windows(2).all(|pair| pair[0] == pair[1]).then_some(seen)
-    })
-    .await;
+        if seen.windows(2).all(|pair| pair[0] == pair[1]) && seen[0].contains(':') {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not converge within 60 s of healing; last seen (index:digest per replica): \
+             {last_seen:#?}\n{seen:#?}\nhub logs:\n{}",
+            cluster
+                .logs()
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .take(200)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        last_seen = seen;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let convergence = healed.elapsed();
 
     // --- the final word on every user, read through every replica: pins down what the
@@ -391,7 +413,7 @@ async fn exercise(
          healing at index {}; checked in {checked_in:?}: {} anomalies, {} inconclusive",
         profile.load,
         faults.by_kind,
-        digests[0].0,
+        digests[0].split(':').next().unwrap_or_default(),
         report.anomalies().len(),
         report.inconclusive().len(),
     );
