@@ -151,15 +151,9 @@ async fn leadership_moves_on_request_and_on_a_kill_and_the_status_names_the_true
     let wanted: Vec<String> = [third, via, old, third].iter().map(|id| format!("node {id}")).collect();
     for node in 1..=3 {
         eventually("the transfers on the audit record", Duration::from_secs(10), || async {
-            let page: Value = reqwest::Client::new()
-                .get(cluster.url(node, "/hub/api/ganymede/events?since=0&limit=1000"))
-                .header("authorization", format!("token {ADMIN_TOKEN}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let (_, page) = cluster
+                .request(node, reqwest::Method::GET, "/hub/api/ganymede/events?since=0&limit=1000")
+                .await?;
             let transfers: Vec<&Value> = page["events"]
                 .as_array()?
                 .iter()
