@@ -20,3 +20,4 @@ mod ops_manifests;
 mod spawning;
 mod support;
 mod tls;
+mod wire;

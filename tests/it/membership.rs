@@ -152,7 +152,11 @@ async fn leadership_moves_on_request_and_on_a_kill_and_the_status_names_the_true
     for node in 1..=3 {
         eventually("the transfers on the audit record", Duration::from_secs(10), || async {
             let (_, page) = cluster
-                .request(node, reqwest::Method::GET, "/hub/api/ganymede/events?since=0&limit=1000")
+                .request(
+                    node,
+                    reqwest::Method::GET,
+                    "/hub/api/ganymede/events?since=0&limit=1000",
+                )
                 .await?;
             let transfers: Vec<&Value> = page["events"]
                 .as_array()?
