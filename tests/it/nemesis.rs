@@ -116,10 +116,8 @@ impl Down {
     }
 }
 
-#[derive(Default, Debug)]
-struct Faults {
-    by_kind: BTreeMap<&'static str, u64>,
-}
+/// Faults injected, by kind.
+type Faults = BTreeMap<&'static str, u64>;
 
 fn signal(cluster: &ProcessCluster, node_id: u64, signal: rustix::process::Signal) {
     let pid = cluster.pid(node_id).expect("a running hub");
@@ -129,7 +127,7 @@ fn signal(cluster: &ProcessCluster, node_id: u64, signal: rustix::process::Signa
 
 /// Injects one fault after another until `until`, each healed before the next.
 async fn nemesis(cluster: &mut ProcessCluster, down: &Down, rng: &mut StdRng, until: Instant) -> Faults {
-    let mut faults = Faults::default();
+    let mut faults = Faults::new();
     let replicas = cluster.hubs.len() as u64;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
@@ -147,7 +145,6 @@ async fn nemesis(cluster: &mut ProcessCluster, down: &Down, rng: &mut StdRng, un
             tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
             cluster.start(target);
             *faults
-                .by_kind
                 .entry(if role == "leader" {
                     "kill -9 leader"
                 } else {
@@ -163,7 +160,6 @@ async fn nemesis(cluster: &mut ProcessCluster, down: &Down, rng: &mut StdRng, un
             tokio::time::sleep(Duration::from_millis(rng.random_range(500..2500))).await;
             signal(cluster, target, rustix::process::Signal::CONT);
             *faults
-                .by_kind
                 .entry(if role == "leader" {
                     "pause leader"
                 } else {
@@ -185,7 +181,7 @@ async fn partitioner(
     rng: &mut StdRng,
     until: Instant,
 ) -> Faults {
-    let mut faults = Faults::default();
+    let mut faults = Faults::new();
     let replicas = network.nodes();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
@@ -226,7 +222,7 @@ async fn partitioner(
                 "bridge"
             }
         };
-        *faults.by_kind.entry(kind).or_default() += 1;
+        *faults.entry(kind).or_default() += 1;
         // Long enough for elections on the majority side and timeouts on the other.
         tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
         network.heal();
@@ -412,7 +408,7 @@ async fn exercise(
         "nemesis {name}: {operations} operations ({unknown} unknown) in {:?}; faults {:?}; converged {convergence:?} after \
          healing at index {}; checked in {checked_in:?}: {} anomalies, {} inconclusive",
         profile.load,
-        faults.by_kind,
+        faults,
         digests[0].split(':').next().unwrap_or_default(),
         report.anomalies().len(),
         report.inconclusive().len(),
@@ -429,7 +425,7 @@ async fn exercise(
             path.display()
         );
     }
-    assert!(faults.by_kind.values().sum::<u64>() > 0, "no fault was injected");
+    assert!(faults.values().sum::<u64>() > 0, "no fault was injected");
     assert!(operations > 0);
 
     // The checker sees what the clients saw: a read made up to have returned the user
@@ -549,17 +545,7 @@ async fn t30_crashes_mid_burst_lose_no_acknowledged_write() {
     cluster.leader().await;
     let mut lost = Vec::new();
     for node in 1..=3u64 {
-        eventually(
-            "the replica to answer the user list",
-            Duration::from_secs(30),
-            || async {
-                let (status, _) = cluster
-                    .request(node, reqwest::Method::GET, "/hub/api/users?limit=1")
-                    .await?;
-                (status == 200).then_some(())
-            },
-        )
-        .await;
+        wait_until_serving(&cluster, node).await;
         for name in &acknowledged {
             let read = perform(&http, &bases[(node - 1) as usize], name, &RecordInput::Read).await;
             match read {

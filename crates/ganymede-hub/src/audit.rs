@@ -113,37 +113,35 @@ fn record_denied(hub: &Hub, origin: Origin, method: &str, path: &str) {
         suppressed,
         at: crate::render::now_millis(),
     };
-    let raft = hub.raft.clone();
-    let stopping = hub.shutdown_token();
-    // Not on the request's time: the client has its answer. Bounded by the proposal's
-    // own timeout (`cluster.request_timeout`), and by the replica's life: it must not
-    // hold the replica (and its database) open after shutdown.
+    // Not on the request's time: the client has its answer.
+    let hub = hub.clone();
     tokio::spawn(ganymede_raft::origin::scope(origin, async move {
-        tokio::select! {
-            proposed = raft.propose(command) => {
-                if let Err(err) = proposed {
-                    tracing::warn!(error = %err, "cannot record a denied request");
-                }
-            }
-            () = stopping.cancelled() => {}
-        }
+        propose_for_the_record(&hub, command).await;
     }));
 }
 
 /// Puts an operator's action on the cluster (a membership change, a backup) on the
-/// audit record, as the current request's caller. The action is done whether or not
-/// its record commits, so a failure is logged, not returned.
+/// audit record, as the current request's caller.
 pub async fn record_admin_action(hub: &Hub, action: audit::AdminAction, target: String) {
     let command = Command::RecordAdminAction {
         action,
         target: audit::bounded(&target, audit::MAX_TARGET),
         at: crate::render::now_millis(),
     };
+    propose_for_the_record(hub, command).await;
+}
+
+/// Proposes a command that only adds to the audit record. What it records happened
+/// whether or not the record commits, so a failure is logged, not returned; and it is
+/// bounded by the proposal's timeout (`cluster.request_timeout`) and by the replica's
+/// life: it must not hold the replica (and its database) open after shutdown.
+async fn propose_for_the_record(hub: &Hub, command: Command) {
+    let kind = command.kind();
     let stopping = hub.shutdown_token();
     tokio::select! {
         proposed = hub.raft.propose(command) => {
             if let Err(err) = proposed {
-                tracing::warn!(error = %err, action = action.as_str(), "cannot record an admin action");
+                tracing::warn!(error = %err, kind, "cannot add to the audit record");
             }
         }
         () = stopping.cancelled() => {}

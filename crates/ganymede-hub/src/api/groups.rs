@@ -91,13 +91,6 @@ async fn render_groups(
         .await?)
 }
 
-fn applied_events(applied: Applied) -> Vec<ganymede_model::Sequenced> {
-    match applied {
-        Applied::Events(events) => events,
-        _ => Vec::new(),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateGroupsBody {
@@ -127,7 +120,7 @@ async fn create(hub: Hub, caller: Caller, names: Vec<String>, users: Vec<String>
     match hub.raft.propose(command).await? {
         Applied::Rejected(rejection) => Err(member_rejection(rejection)),
         applied => {
-            let written = as_written(|_| {}, &applied_events(applied));
+            let written = as_written(|_| {}, &applied);
             let groups = render_groups(&hub, &caller, &names, &written).await?;
             Ok((StatusCode::CREATED, Json(groups)).into_response())
         }
@@ -233,7 +226,7 @@ async fn change_members(
         |scratch| {
             scratch.groups.insert(name.clone(), before);
         },
-        &applied_events(applied),
+        &applied,
     );
     render_groups(&hub, &caller, std::slice::from_ref(&name), &written)
         .await?
@@ -289,7 +282,7 @@ async fn set_properties(
         |scratch| {
             scratch.groups.insert(name.clone(), before);
         },
-        &applied_events(applied),
+        &applied,
     );
     render_groups(&hub, &caller, std::slice::from_ref(&name), &written)
         .await?

@@ -369,7 +369,8 @@ pub fn empty(status: StatusCode) -> Response {
 }
 
 /// A scratch state holding what `seed` puts in it (the object a write changed, as it was
-/// before) with the write's own `events` folded in: the object as the write left it.
+/// before) with the write's own events (if `applied` has any) folded in: the object as
+/// the write left it.
 ///
 /// Writes answer with the object they changed, read after they commit; by then a
 /// concurrent request may have deleted it. A write that took effect must not be answered
@@ -378,12 +379,14 @@ pub fn empty(status: StatusCode) -> Response {
 /// a concurrent read had seen), so such answers fall back to this.
 pub(crate) fn as_written(
     seed: impl FnOnce(&mut ganymede_model::State),
-    events: &[ganymede_model::Sequenced],
+    applied: &ganymede_raft::Applied,
 ) -> ganymede_model::State {
     let mut scratch = ganymede_model::State::default();
     seed(&mut scratch);
-    for event in events {
-        ganymede_model::evolve(&mut scratch, event);
+    if let ganymede_raft::Applied::Events(events) = applied {
+        for event in events {
+            ganymede_model::evolve(&mut scratch, event);
+        }
     }
     scratch
 }
@@ -391,14 +394,15 @@ pub(crate) fn as_written(
 #[cfg(test)]
 mod as_written_tests {
     use ganymede_model::{Event, Sequenced, User};
+    use ganymede_raft::Applied;
 
-    fn sequenced(seq: u64, event: Event) -> Sequenced {
-        Sequenced {
+    fn applied(seq: u64, event: Event) -> Applied {
+        Applied::Events(vec![Sequenced {
             seq,
             route_seq: None,
             event,
             origin: None,
-        }
+        }])
     }
 
     #[test]
@@ -410,14 +414,14 @@ mod as_written_tests {
             last_activity: Some(5),
             servers: Default::default(),
         };
-        let events = [sequenced(
+        let events = applied(
             9,
             Event::UserAdminChanged {
                 name: "alice".into(),
                 admin: true,
                 at: 10,
             },
-        )];
+        );
         let written = super::as_written(
             |scratch| {
                 scratch.users.insert("alice".into(), before.clone());
@@ -431,14 +435,14 @@ mod as_written_tests {
 
     #[test]
     fn a_creation_alone_makes_the_object() {
-        let events = [sequenced(
+        let events = applied(
             3,
             Event::UserCreated {
                 name: "bob".into(),
                 admin: false,
                 at: 7,
             },
-        )];
+        );
         let written = super::as_written(|_| {}, &events);
         assert_eq!(written.users["bob"].created, 7);
     }

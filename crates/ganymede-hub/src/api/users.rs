@@ -240,24 +240,25 @@ fn require_admin_owner(caller: &Caller) -> Result<(), ApiError> {
 
 /// The users a `CreateUsers` produced, rendered once this replica has applied them.
 async fn created_users(hub: &Hub, caller: &Caller, applied: Applied) -> Result<Vec<Value>, ApiError> {
-    let events = match applied {
-        Applied::Events(events) => events,
-        Applied::Rejected(rejection) => return Err(rejection.into()),
-        Applied::Nothing => Vec::new(),
+    if let Applied::Rejected(rejection) = applied {
+        return Err(rejection.into());
+    }
+    let names: Vec<String> = match &applied {
+        Applied::Events(events) => events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::UserCreated { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
     };
-    let names: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::UserCreated { name, .. } => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
+    let written = as_written(|_| {}, &applied);
     let roles = &hub.settings.roles;
     Ok(hub
         .raft
         .read(|state| {
             let view = caller.view(state, roles);
-            let written = as_written(|_| {}, &events);
             names
                 .iter()
                 .filter_map(|name| as_now_or_written(state, &written, name))
@@ -411,20 +412,16 @@ async fn update_user(
         ))),
         Applied::Rejected(rejection) => Err(rejection.into()),
         applied @ (Applied::Events(_) | Applied::Nothing) => {
-            let events = match applied {
-                Applied::Events(events) => events,
-                _ => Vec::new(),
-            };
+            let written = as_written(
+                |scratch| {
+                    scratch.users.insert(name.clone(), before);
+                },
+                &applied,
+            );
             let roles = &hub.settings.roles;
             hub.raft
                 .read(|state| {
                     let view = caller.view(state, roles);
-                    let written = as_written(
-                        |scratch| {
-                            scratch.users.insert(before.name.clone(), before.clone());
-                        },
-                        &events,
-                    );
                     as_now_or_written(state, &written, &target).and_then(|user| view.user(user, ServerFilter::Active))
                 })
                 .await?
