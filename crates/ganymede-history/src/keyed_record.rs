@@ -1,5 +1,5 @@
 //! [`KeyedRecord`]: the model the cluster tests check against — one record that may or
-//! may not exist, like a JupyterHub user with one field.
+//! may not exist, like a JupyterHub user with one field, a token, or a proxy route.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -23,6 +23,12 @@ pub enum RecordInput<V> {
     Delete,
     /// Replaces the value of an existing record.
     Write(V),
+    /// Sets the value whether or not the record exists (an upsert, like a CHP route
+    /// `POST`); answered `Written`.
+    Put(V),
+    /// Deletes the record if it exists, answered `Deleted` either way (like a CHP route
+    /// `DELETE`).
+    Discard,
     Read,
 }
 
@@ -77,6 +83,8 @@ impl<V: Clone + Eq + Hash + Debug + Serialize> Model for KeyedRecord<V> {
             (Some(_), RecordInput::Delete) => (None, RecordOutput::Deleted),
             (None, RecordInput::Delete | RecordInput::Write(_)) => (None, RecordOutput::Missing),
             (Some(_), RecordInput::Write(value)) => (Some(value.clone()), RecordOutput::Written),
+            (_, RecordInput::Put(value)) => (Some(value.clone()), RecordOutput::Written),
+            (_, RecordInput::Discard) => (None, RecordOutput::Deleted),
             (_, RecordInput::Read) => (state.clone(), RecordOutput::Value(state.clone())),
         }
     }

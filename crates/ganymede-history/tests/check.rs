@@ -12,7 +12,7 @@ use ganymede_history::{
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
-use RecordInput::{Create, Delete, Read, Write};
+use RecordInput::{Create, Delete, Discard, Put, Read, Write};
 use RecordOutput::{Created, Deleted, Exists, Missing, Value, Written};
 
 type Op = Operation<RecordInput<u8>, RecordOutput<u8>>;
@@ -251,6 +251,8 @@ fn record_input(values: u8) -> impl Strategy<Value = RecordInput<u8>> {
         (0..values).prop_map(Create),
         Just(Delete),
         (0..values).prop_map(Write),
+        (0..values).prop_map(Put),
+        Just(Discard),
         Just(Read)
     ]
 }
@@ -276,6 +278,8 @@ fn plausible_output(input: &RecordInput<u8>, choice: u8) -> RecordOutput<u8> {
         Create(_) => [Created, Exists][usize::from(choice % 2)].clone(),
         Delete => [Deleted, Missing][usize::from(choice % 2)].clone(),
         Write(_) => [Written, Missing][usize::from(choice % 2)].clone(),
+        Put(_) => Written,
+        Discard => Deleted,
         Read => Value((choice % 3).checked_sub(1)),
     }
 }

@@ -101,7 +101,9 @@ impl From<Rejection> for ApiError {
             Rejection::ServerNotFound { user, server } => format!("{user} has no server named '{server}'"),
             Rejection::GroupNotFound { name } => format!("No such group: {name}"),
             Rejection::GroupExists { name } => format!("Group {name} already exists"),
-            Rejection::ServerActive { user, server } => format!("{user}:{server} is already running"),
+            Rejection::ServerActive { user, server } => {
+                format!("{} is already running", log_name(user, server))
+            }
             Rejection::TooManyPendingSpawns { .. } => {
                 "Too many users trying to log in right now. Try again soon.".into()
             }
@@ -132,5 +134,15 @@ impl From<ReadError> for ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the hub cluster could not serve the read: {err}"),
         )
+    }
+}
+
+/// How JupyterHub names a server in messages: `alice` for the default server,
+/// `alice:lab` for a named one.
+pub(crate) fn log_name(user: &str, server: &str) -> String {
+    if server.is_empty() {
+        user.to_owned()
+    } else {
+        format!("{user}:{server}")
     }
 }

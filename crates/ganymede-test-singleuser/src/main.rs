@@ -228,7 +228,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Every answer names whose server gave it (`x-ganymede-test-user`), so that a test
+/// can tell a request routed to the wrong user's server from any other refusal.
 async fn handle(State(app): State<App>, request: Request<Body>) -> Response {
+    let owner = header::HeaderValue::from_str(&app.config.user).ok();
+    let mut response = answer(app, request).await;
+    if let Some(owner) = owner {
+        response.headers_mut().insert("x-ganymede-test-user", owner);
+    }
+    response
+}
+
+async fn answer(app: App, request: Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
     let Some(rest) = path.strip_prefix(app.config.prefix.as_str()) else {
         return (StatusCode::NOT_FOUND, "not under this server's prefix").into_response();

@@ -147,10 +147,16 @@ async fn start(
             return Ok(empty(StatusCode::ACCEPTED));
         }
         Some(ServerPhase::Running) => {
-            return Err(ApiError::bad_request(format!("{name}:{server} is already running")));
+            return Err(ApiError::bad_request(format!(
+                "{} is already running",
+                crate::error::log_name(&name, &server)
+            )));
         }
         Some(ServerPhase::PendingStop) => {
-            return Err(ApiError::bad_request(format!("{name}:{server} is pending stop")));
+            return Err(ApiError::bad_request(format!(
+                "{} is pending stop",
+                crate::error::log_name(&name, &server)
+            )));
         }
         Some(ServerPhase::Stopped) | None => {}
     }
@@ -184,7 +190,7 @@ async fn start(
                     .unwrap_or_else(|| "the server stopped before it was ready".into());
                 return Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Spawn failed for {name}:{server}: {why}"),
+                    format!("Spawn failed for {}: {why}", crate::error::log_name(&name, &server)),
                 ));
             }
             _ => {}
@@ -301,7 +307,8 @@ async fn update(
     };
     match hub.raft.propose(command).await? {
         Applied::Rejected(Rejection::ServerActive { user, server }) => Err(ApiError::bad_request(format!(
-            "Server {user}:{server} is active; stop it before changing it"
+            "Server {} is active; stop it before changing it",
+            crate::error::log_name(&user, &server)
         ))),
         Applied::Rejected(rejection) => Err(rejection.into()),
         _ => Ok(Json(read_server(&hub, &name, &new_name).await?)),

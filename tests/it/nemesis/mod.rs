@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 
 use crate::support::{ADMIN_TOKEN, ProcessCluster, eventually};
 
+mod surface;
+
 type Input = RecordInput<bool>;
 type Output = RecordOutput<bool>;
 
@@ -72,6 +74,7 @@ async fn perform(http: &reqwest::Client, base: &str, name: &str, input: &Input) 
         RecordInput::Write(admin) => http.patch(&url).json(&json!({ "admin": admin })),
         RecordInput::Delete => http.delete(&url),
         RecordInput::Read => http.get(&url),
+        RecordInput::Put(_) | RecordInput::Discard => panic!("users are not upserted: {input:?}"),
     };
     let response = request
         .header("authorization", format!("token {ADMIN_TOKEN}"))
@@ -126,11 +129,28 @@ fn signal(cluster: &ProcessCluster, node_id: u64, signal: rustix::process::Signa
 }
 
 /// Injects one fault after another until `until`, each healed before the next.
-async fn nemesis(cluster: &mut ProcessCluster, down: &Down, rng: &mut StdRng, until: Instant) -> Faults {
+/// With `edges_down`, one fault in five kills an edge (SIGKILL) and restarts it instead.
+async fn nemesis(
+    cluster: &mut ProcessCluster,
+    down: &Down,
+    edges_down: Option<&Down>,
+    rng: &mut StdRng,
+    until: Instant,
+) -> Faults {
     let mut faults = Faults::new();
     let replicas = cluster.hubs.len() as u64;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        if let Some(edges_down) = edges_down.filter(|_| rng.random_bool(0.2)) {
+            let edge = rng.random_range(0..cluster.edges.len());
+            edges_down.set(edge as u64 + 1, true);
+            cluster.kill_edge(edge);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+            cluster.start_edge(edge);
+            *faults.entry("kill -9 edge").or_default() += 1;
+            edges_down.set(edge as u64 + 1, false);
+            continue;
+        }
         // Half the faults hit the leader: that is where a failover loses or repeats writes.
         let leader = cluster.leader().await;
         let target = if rng.random_bool(0.5) {
@@ -271,6 +291,72 @@ async fn client(
     count
 }
 
+/// Waits until every replica is at one applied index with one state digest; the
+/// `index:digest` each replica reported.
+async fn converge(cluster: &ProcessCluster) -> Vec<String> {
+    // Every replica at one applied index with one state digest. Each
+    // digest request records its token's activity, committed a moment later, so the
+    // replicas are sampled until one sample finds them level.
+    let mut last_seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut seen = Vec::new();
+        for node in 1..=cluster.hubs.len() as u64 {
+            let answer = cluster
+                .request(node, reqwest::Method::GET, "/hub/api/ganymede/digest")
+                .await;
+            seen.push(match answer {
+                Some((200, body)) => format!(
+                    "{}:{}",
+                    body["applied_index"].as_u64().unwrap_or_default(),
+                    body["state_digest"].as_str().unwrap_or_default()
+                ),
+                other => format!("{other:?}"),
+            });
+        }
+        if seen.windows(2).all(|pair| pair[0] == pair[1]) && seen[0].contains(':') {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not converge within 60 s of healing; last seen (index:digest per replica): \
+             {last_seen:#?}\n{seen:#?}\nhub logs:\n{}",
+            cluster
+                .logs()
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .take(200)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        last_seen = seen;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks a history of records for linearizability, key by key; one that is not is
+/// saved as JSON (`<save_dir>/<file>.json`) for debugging. The report and the time
+/// the check took.
+fn check_history<V>(
+    file: &str,
+    history: &[ganymede_history::Operation<RecordInput<V>, RecordOutput<V>>],
+) -> (ganymede_history::Report, Duration)
+where
+    V: Clone + Eq + std::hash::Hash + std::fmt::Debug + serde::Serialize,
+{
+    let checking = Instant::now();
+    let report = ganymede_history::check(&KeyedRecord::<V>::default(), history, CHECK_BUDGET);
+    let checked_in = checking.elapsed();
+    if !report.is_linearizable() {
+        let dir = save_dir();
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join(format!("{file}.json"));
+        ganymede_history::save_json(&path, history, &report).expect("save the history");
+        eprintln!("nemesis: the failing history is saved to {}", path.display());
+    }
+    (report, checked_in)
+}
+
 fn save_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -334,7 +420,7 @@ async fn exercise(
         .collect();
     let faults = match network {
         Some(network) => partitioner(cluster, network, &mut rng, until).await,
-        None => nemesis(cluster, &down, &mut rng, until).await,
+        None => nemesis(cluster, &down, None, &mut rng, until).await,
     };
     let mut operations = 0;
     for client in clients {
@@ -342,44 +428,7 @@ async fn exercise(
     }
     let healed = Instant::now();
 
-    // --- convergence: every replica at one applied index with one state digest. Each
-    // digest request records its token's activity, committed a moment later, so the
-    // replicas are sampled until one sample finds them level.
-    let mut last_seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let digests = loop {
-        let mut seen = Vec::new();
-        for node in 1..=profile.replicas {
-            let answer = cluster
-                .request(node, reqwest::Method::GET, "/hub/api/ganymede/digest")
-                .await;
-            seen.push(match answer {
-                Some((200, body)) => format!(
-                    "{}:{}",
-                    body["applied_index"].as_u64().unwrap_or_default(),
-                    body["state_digest"].as_str().unwrap_or_default()
-                ),
-                other => format!("{other:?}"),
-            });
-        }
-        if seen.windows(2).all(|pair| pair[0] == pair[1]) && seen[0].contains(':') {
-            break seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replicas did not converge within 60 s of healing; last seen (index:digest per replica): \
-             {last_seen:#?}\n{seen:#?}\nhub logs:\n{}",
-            cluster
-                .logs()
-                .lines()
-                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
-                .take(200)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        last_seen = seen;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let digests = converge(cluster).await;
     let convergence = healed.elapsed();
 
     // --- the final word on every user, read through every replica: pins down what the
@@ -401,9 +450,7 @@ async fn exercise(
         .iter()
         .filter(|op| matches!(op.outcome, Outcome::Unknown))
         .count();
-    let checking = Instant::now();
-    let report = ganymede_history::check(&KeyedRecord::<bool>::default(), &history, CHECK_BUDGET);
-    let checked_in = checking.elapsed();
+    let (report, checked_in) = check_history(&format!("{name}-seed-{}", profile.seed), &history);
     eprintln!(
         "nemesis {name}: {operations} operations ({unknown} unknown) in {:?}; faults {:?}; converged {convergence:?} after \
          healing at index {}; checked in {checked_in:?}: {} anomalies, {} inconclusive",
@@ -413,18 +460,12 @@ async fn exercise(
         report.anomalies().len(),
         report.inconclusive().len(),
     );
-    if !report.is_linearizable() {
-        let dir = save_dir();
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join(format!("{name}-seed-{}.json", profile.seed));
-        ganymede_history::save_json(&path, &history, &report).expect("save the history");
-        panic!(
-            "the history is not linearizable (seed {}): {:?}; saved to {}",
-            profile.seed,
-            report.anomalies(),
-            path.display()
-        );
-    }
+    assert!(
+        report.is_linearizable(),
+        "the history is not linearizable (seed {}): {:?}",
+        profile.seed,
+        report.anomalies()
+    );
     assert!(faults.values().sum::<u64>() > 0, "no fault was injected");
     assert!(operations > 0);
 
