@@ -17,6 +17,7 @@ mod membership;
 mod metrics;
 mod nemesis;
 mod ops_manifests;
+mod security;
 mod spawning;
 mod support;
 mod tls;

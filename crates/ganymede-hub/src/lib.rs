@@ -13,6 +13,7 @@ mod edge_feed;
 mod error;
 mod home;
 pub mod ldap;
+mod login_limit;
 pub mod metrics;
 mod native;
 mod oauth_provider;
@@ -22,6 +23,7 @@ mod provision;
 mod proxy_api;
 mod reconciler;
 mod render;
+mod serve;
 pub mod session;
 mod spawn_tokens;
 mod templates;
@@ -42,10 +44,12 @@ pub use authenticator::{AuthSettings, Authenticator, Login, NativeSettings};
 pub use edge_feed::EdgeFeed;
 pub use error::ApiError;
 pub use ldap::LdapSettings;
+pub use login_limit::LoginLimits;
 pub use oidc::OidcSettings;
 pub use provision::provision;
 pub use proxy_api::proxy_router;
 pub use reconciler::{Reconciler, SpawnSettings};
+pub use serve::{ServeLimits, serve};
 pub use spawn_tokens::ServerTokens;
 
 /// The version this hub reports. Single-user servers parse it with PEP 440 and warn
@@ -58,12 +62,15 @@ pub const JUPYTERHUB_VERSION: &str = concat!("6.1.1+ganymede.", env!("CARGO_PKG_
 pub struct ApiLimits {
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Failed logins allowed per user name and per client address.
+    pub login: LoginLimits,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_body_bytes: 1024 * 1024,
+            login: LoginLimits::default(),
         }
     }
 }
@@ -126,12 +133,15 @@ pub struct Hub {
     cookie_key: Arc<std::sync::OnceLock<session::CookieKey>>,
     /// Bounds how many refused requests this replica puts on the audit record.
     pub(crate) denied: Arc<audit::DeniedLimiter>,
+    /// Failed logins by name and address (per replica).
+    pub(crate) logins: Arc<login_limit::LoginLimiter>,
 }
 
 impl Hub {
     pub fn new(raft: RaftHandle, limits: ApiLimits, settings: HubSettings, auth: AuthSettings) -> Self {
         Hub {
             raft,
+            logins: Arc::new(login_limit::LoginLimiter::new(limits.login.clone())),
             limits: Arc::new(limits),
             settings: Arc::new(settings),
             auth: Arc::new(auth),

@@ -501,9 +501,26 @@ async fn login(
         );
     }
     let started = std::time::Instant::now();
+    let ip = crate::login_limit::client_ip();
+    if let Err(retry_after) = hub.logins.check(&form.username, ip.as_deref()) {
+        warn!(user = %loggable(&form.username), "login refused: too many failed attempts");
+        metrics_login(started, false);
+        let text = crate::login_limit::message(retry_after);
+        let mut response = login_page_for(&hub, StatusCode::TOO_MANY_REQUESTS, &next, &xsrf, Some(&text));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return response;
+    }
     let (name, admin) = match hub.auth.authenticate(&hub.raft, &form.username, &form.password).await {
-        Ok(login) => (login.name, login.admin),
+        Ok(login) => {
+            hub.logins.succeeded(&form.username);
+            (login.name, login.admin)
+        }
         Err(refused) => {
+            if refused != LoginRefused::Unavailable {
+                hub.logins.failed(&form.username, ip.as_deref());
+            }
             warn!(user = %loggable(&form.username), reason = ?refused, "failed login");
             metrics_login(started, false);
             let status = if refused == LoginRefused::Unavailable {

@@ -170,6 +170,12 @@ pub struct AuthSection {
     pub allowed_failed_logins: u32,
     /// `native`: how long a lock lasts.
     pub seconds_before_next_try: u64,
+    /// Every authenticator: failed logins per user name, and per client address, within
+    /// `login_failure_window` before this replica answers 429 without checking (0: no
+    /// limit).
+    pub login_failures_per_name: u32,
+    pub login_failures_per_ip: u32,
+    pub login_failure_window: String,
     /// `ldap`: the server, `ldap://host:port`.
     pub ldap_url: String,
     /// `ldap`: DNs to bind as, `{username}` replaced (escaped).
@@ -215,6 +221,9 @@ impl Default for AuthSection {
             minimum_password_length: native.minimum_password_length,
             allowed_failed_logins: native.allowed_failed_logins,
             seconds_before_next_try: native.seconds_before_next_try.as_secs(),
+            login_failures_per_name: ganymede_hub::LoginLimits::default().per_name,
+            login_failures_per_ip: ganymede_hub::LoginLimits::default().per_ip,
+            login_failure_window: "5m".into(),
             ldap_url: "ldap://127.0.0.1:389".into(),
             ldap_bind_dn_templates: Vec::new(),
             ldap_user_search_base: String::new(),
@@ -310,6 +319,14 @@ pub struct HubSection {
     pub advertise_raft: String,
     /// Largest request body the API accepts, in bytes.
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) the API accepts, in bytes: 431
+    /// beyond.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request's head, and how long a kept-alive
+    /// connection may sit idle (slowloris).
+    pub header_read_timeout: String,
+    /// Connections open at once on the API and the routes API; more are answered 503.
+    pub max_connections: usize,
     /// `tracing` filter, e.g. `info` or `ganymede_raft=debug,info`.
     pub log: String,
     /// `human` or `json` (one object per line); `--log-format` overrides it.
@@ -326,6 +343,9 @@ impl Default for HubSection {
             advertise_api: String::new(),
             advertise_raft: String::new(),
             max_body_bytes: 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: "10s".into(),
+            max_connections: 10_000,
             log: "info".into(),
             log_format: "human".into(),
         }
@@ -399,6 +419,9 @@ pub struct HubConfig {
     pub advertise_api: Option<String>,
     pub advertise_raft: Option<String>,
     pub max_body_bytes: usize,
+    /// Header, slowloris and connection limits of the HTTP listeners.
+    pub serve_limits: ganymede_hub::ServeLimits,
+    pub login_limits: ganymede_hub::LoginLimits,
     pub log: String,
     pub log_format: crate::LogFormat,
     pub proxy_api_bind: SocketAddr,
@@ -620,6 +643,11 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
             .map(|n| ganymede_model::names::normalize_user_name(n))
             .collect()
     };
+    let login_limits = ganymede_hub::LoginLimits {
+        per_name: auth.login_failures_per_name,
+        per_ip: auth.login_failures_per_ip,
+        window: duration("auth.login_failure_window", &auth.login_failure_window)?,
+    };
     let auth = ganymede_hub::AuthSettings {
         authenticator: match auth.authenticator.as_str() {
             "dummy" => ganymede_hub::Authenticator::Dummy { password: None },
@@ -739,6 +767,18 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
     if hub.max_body_bytes < 1024 {
         return Err(invalid("hub.max_body_bytes", "must be at least 1024"));
     }
+    if hub.max_header_bytes < 4096 {
+        return Err(invalid("hub.max_header_bytes", "must be at least 4096"));
+    }
+    if hub.max_connections == 0 {
+        return Err(invalid("hub.max_connections", "must be positive"));
+    }
+    let serve_limits = ganymede_hub::ServeLimits {
+        max_connections: hub.max_connections,
+        header_read_timeout: duration("hub.header_read_timeout", &hub.header_read_timeout)?,
+        max_header_bytes: hub.max_header_bytes,
+        ..Default::default()
+    };
     let non_empty = |text: String| (!text.is_empty()).then_some(text);
     let spawner = spawner_config(spawner, &hub.data_dir)?;
     Ok(HubConfig {
@@ -749,6 +789,8 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         advertise_api: non_empty(hub.advertise_api),
         advertise_raft: non_empty(hub.advertise_raft),
         max_body_bytes: hub.max_body_bytes,
+        serve_limits,
+        login_limits,
         log: hub.log,
         log_format: log_format("hub.log_format", &hub.log_format)?,
         proxy_api_bind: socket("proxy.api_bind", &proxy.api_bind)?,

@@ -125,6 +125,7 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         raft.clone(),
         ApiLimits {
             max_body_bytes: config.max_body_bytes,
+            login: config.login_limits.clone(),
         },
         config.settings.clone(),
         config.auth.clone(),
@@ -166,15 +167,12 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     if let (Some(listener), Some(token)) = (proxy_listener, proxy_token) {
         info!(addr = %listener.local_addr()?, "routes API (configurable-http-proxy) listening");
         let app = ganymede_hub::proxy_router(hub.clone(), token);
-        let serve_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                .await;
-            if let Err(err) = served {
-                warn!(error = %err, "routes API stopped");
-            }
-        });
+        tasks.spawn(ganymede_hub::serve(
+            listener,
+            app,
+            config.serve_limits.clone(),
+            shutdown.clone(),
+        ));
     }
     let app = ganymede_hub::router(hub);
     {
@@ -190,11 +188,9 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
             }
         });
     }
-    let serve_shutdown = shutdown.clone();
-    // The peer's address is the audit record's source IP for clients that come direct.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(api_listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
-    let served = server.await;
+    // Handlers see the peer's address (the audit record's source IP for clients that
+    // come direct); slowloris, oversized heads and connection floods are bounded.
+    ganymede_hub::serve(api_listener, app, config.serve_limits.clone(), shutdown.clone()).await;
     shutdown.cancel();
     info!("shutting down");
     if let Some((stop, task)) = reconciler {
@@ -209,7 +205,7 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
         warn!("some tasks did not stop within the grace period");
     }
-    served.context("the API server failed")
+    Ok(())
 }
 
 /// The local spawner and its reconciler, unless `spawner.kind = "none"`.

@@ -77,10 +77,27 @@ async fn requester(hub: &Hub, caller: Result<Caller, ApiError>, auth: Option<&Lo
     let (Err(no_credentials), Some(auth)) = (&caller, auth) else {
         return caller;
     };
-    let name = hub.auth.authenticate(&hub.raft, &auth.username, &auth.password).await.map(|login| login.name).map_err(|refused| {
-        tracing::warn!(user = %crate::pages::loggable(&auth.username), reason = ?refused, "failed login (token request)");
-        no_credentials.clone()
-    })?;
+    let ip = crate::login_limit::client_ip();
+    if let Err(retry_after) = hub.logins.check(&auth.username, ip.as_deref()) {
+        tracing::warn!(user = %crate::pages::loggable(&auth.username), "token request refused: too many failed logins");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::login_limit::message(retry_after),
+        ));
+    }
+    let name = match hub.auth.authenticate(&hub.raft, &auth.username, &auth.password).await {
+        Ok(login) => {
+            hub.logins.succeeded(&auth.username);
+            login.name
+        }
+        Err(refused) => {
+            if refused != crate::authenticator::LoginRefused::Unavailable {
+                hub.logins.failed(&auth.username, ip.as_deref());
+            }
+            tracing::warn!(user = %crate::pages::loggable(&auth.username), reason = ?refused, "failed login (token request)");
+            return Err(no_credentials.clone());
+        }
+    };
     let owner = TokenOwner::User(name.clone());
     let roles = &hub.settings.roles;
     let found = hub
