@@ -435,6 +435,27 @@ impl RaftHandle {
         Ok(())
     }
 
+    /// Resolves when this replica's Raft has stopped on a fault (a storage error, a
+    /// panic), with the reason; never on a shutdown. A replica that cannot write its log
+    /// or apply what was committed cannot serve again: the binary exits, so that its
+    /// supervisor restarts it from what is on disk.
+    pub async fn stopped_by_fault(&self) -> String {
+        use openraft::errors::Fatal;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            match &metrics.borrow_watched().running_state {
+                Err(Fatal::Stopped) => break,
+                Err(fatal) => return fatal.to_string(),
+                Ok(()) => {}
+            }
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+        // Stopped on purpose, or without saying why: not a fault.
+        std::future::pending().await
+    }
+
     /// Stops Raft (the gRPC server stops with the shutdown token) and waits, up to a few
     /// seconds, until Raft's tasks have let go of the database, so that it closes when
     /// this handle is dropped and can be reopened at once.

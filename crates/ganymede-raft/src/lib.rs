@@ -4,6 +4,7 @@
 //! read linearizably, change membership, watch the cluster.
 
 mod backup;
+pub mod failpoints;
 mod handle;
 mod log_store;
 mod network;

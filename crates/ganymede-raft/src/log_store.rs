@@ -153,6 +153,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        crate::failpoints::check(crate::failpoints::LOG_APPEND, self.store.node_id())?;
         let rows = entries
             .into_iter()
             .map(|entry| Ok((entry.log_id.index, encode(&entry)?)))
@@ -169,6 +170,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        crate::failpoints::check(crate::failpoints::PURGE, self.store.node_id())?;
         self.store
             .purge_log_through(log_id.index, &encode(&log_id)?)
             .map_err(io_err)

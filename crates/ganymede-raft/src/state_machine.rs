@@ -13,6 +13,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::failpoints;
 use crate::types::{Applied, LogId, Proposal, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// How many events a replica keeps behind its latest snapshot for readers that catch up
@@ -230,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // batch. A batch writes each touched row once, with its final value.
         let mut chunks = (&mut entries).ready_chunks(APPLY_BATCH);
         while let Some(chunk) = chunks.next().await {
+            failpoints::check(failpoints::APPLY, self.store.node_id())?;
             let mut responses = Vec::with_capacity(chunk.len());
             let (applied_index, route_seq) = {
                 // The position moves under the state lock, so that a snapshot built
@@ -273,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.store.write_applied(&[write]).map_err(io::Error::other)?;
                 (position.last_applied.map_or(0, |log_id| log_id.index), state.route_seq)
             };
+            failpoints::check(failpoints::APPLY_WRITTEN, self.store.node_id())?;
             self.shared.applied_index.send_replace(applied_index);
             self.shared
                 .route_seq
@@ -291,6 +294,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        failpoints::check(failpoints::SNAPSHOT_INSTALL, self.store.node_id())?;
         let bytes = snapshot.into_inner();
         let payload: SnapshotPayload = decode(&bytes)?;
         {
@@ -306,6 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     &encode(&meta.last_membership)?,
                 )
                 .map_err(io::Error::other)?;
+            failpoints::check(failpoints::SNAPSHOT_INSTALL_STATE_WRITTEN, self.store.node_id())?;
             self.store.put_snapshot(&bytes).map_err(io::Error::other)?;
             *state = payload.state;
             self.shared.route_seq.send_replace(state.route_seq);
@@ -334,6 +339,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        failpoints::check(failpoints::SNAPSHOT_BUILD, self.store.node_id())?;
         let started = std::time::Instant::now();
         // One consistent view: apply holds the state lock while it moves the position.
         let (bytes, meta, event_seq) = {

@@ -68,6 +68,7 @@ struct Counters {
 pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
+    node_id: u64,
 }
 
 /// A [`Store`] reference for helpers that must not keep the database open (it must be
@@ -76,6 +77,7 @@ pub struct Store {
 pub struct WeakStore {
     db: std::sync::Weak<DB>,
     path: PathBuf,
+    node_id: u64,
 }
 
 impl WeakStore {
@@ -83,6 +85,7 @@ impl WeakStore {
         Some(Store {
             db: self.db.upgrade()?,
             path: self.path.clone(),
+            node_id: self.node_id,
         })
     }
 }
@@ -154,6 +157,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             path: dir.to_owned(),
+            node_id,
         };
 
         match store.db.get_cf(store.cf(layout::META), layout::META_NODE_ID)? {
@@ -181,11 +185,17 @@ impl Store {
         &self.path
     }
 
+    /// The node this database belongs to.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
     /// A reference that does not keep the database open.
     pub fn downgrade(&self) -> WeakStore {
         WeakStore {
             db: Arc::downgrade(&self.db),
             path: self.path.clone(),
+            node_id: self.node_id,
         }
     }
 
