@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::authenticator::LoginRefused;
+
 /// Entries per table (names, addresses).
 pub const MAX_KEYS: usize = 10_000;
 
@@ -166,6 +168,20 @@ pub fn client_ip() -> Option<String> {
     ganymede_raft::origin::current().and_then(|origin| origin.ip)
 }
 
+/// Whether a refusal counts as a failed attempt: a wrong password or a name that may
+/// not log in. A locked or unapproved account, a directory that is down and the like
+/// were not a guess (the native lockout answers before any password is checked): a
+/// user waiting for their lock to lift must not be locked out further by this limiter.
+pub fn counts(refused: &LoginRefused) -> bool {
+    match refused {
+        LoginRefused::InvalidCredentials | LoginRefused::NotAllowed => true,
+        LoginRefused::Locked { .. }
+        | LoginRefused::NotAuthorized
+        | LoginRefused::Unavailable
+        | LoginRefused::NameTaken => false,
+    }
+}
+
 /// What a refused client is told.
 pub fn message(retry_after_secs: u64) -> String {
     format!(
@@ -229,6 +245,15 @@ mod tests {
         let (names, ips) = limiter.sizes();
         assert!(names <= MAX_KEYS && ips <= MAX_KEYS, "{names} {ips}");
         assert!(limiter.tables().0.0.keys().all(|key| key.len() <= 256));
+    }
+
+    #[test]
+    fn only_guesses_count_not_locks_or_outages() {
+        assert!(counts(&LoginRefused::InvalidCredentials));
+        assert!(counts(&LoginRefused::NotAllowed));
+        assert!(!counts(&LoginRefused::Locked { retry_after_secs: 5 }));
+        assert!(!counts(&LoginRefused::NotAuthorized));
+        assert!(!counts(&LoginRefused::Unavailable));
     }
 
     #[test]

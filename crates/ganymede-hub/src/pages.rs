@@ -518,7 +518,7 @@ async fn login(
             (login.name, login.admin)
         }
         Err(refused) => {
-            if refused != LoginRefused::Unavailable {
+            if crate::login_limit::counts(&refused) {
                 hub.logins.failed(&form.username, ip.as_deref());
             }
             warn!(user = %loggable(&form.username), reason = ?refused, "failed login");

@@ -91,7 +91,7 @@ async fn requester(hub: &Hub, caller: Result<Caller, ApiError>, auth: Option<&Lo
             login.name
         }
         Err(refused) => {
-            if refused != crate::authenticator::LoginRefused::Unavailable {
+            if crate::login_limit::counts(&refused) {
                 hub.logins.failed(&auth.username, ip.as_deref());
             }
             tracing::warn!(user = %crate::pages::loggable(&auth.username), reason = ?refused, "failed login (token request)");
