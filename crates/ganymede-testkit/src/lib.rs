@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod browser;
+pub mod flaky;
 pub mod netns;
 pub mod oidc_provider;
 pub mod process;

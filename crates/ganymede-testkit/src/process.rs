@@ -259,6 +259,24 @@ impl ProcessCluster {
         }
     }
 
+    /// Makes every hub dial replica `node_id`'s Raft port at `addr` instead (a relay in
+    /// front of it, see [`crate::flaky`]): rewrites the members in every config, before
+    /// the hubs start.
+    pub fn dial_raft_through(&self, node_id: u64, addr: &str) {
+        let hub = self.hub(node_id);
+        let direct = format!("raft_addr = \"{}:{}\"", hub.host, hub.raft_port);
+        for other in &self.hubs {
+            let text = std::fs::read_to_string(&other.config).expect("read config");
+            assert!(
+                text.contains(&direct),
+                "{} does not name {direct}",
+                other.config.display()
+            );
+            let text = text.replace(&direct, &format!("raft_addr = \"{addr}\""));
+            std::fs::write(&other.config, text).expect("write config");
+        }
+    }
+
     /// Appends a `[spawner]` section to every hub's config (before they start).
     pub fn configure_spawner(&self, lines: &str) {
         for hub in &self.hubs {

@@ -1,9 +1,13 @@
 //! The nemesis: concurrent clients create, change, read and delete users through every
-//! replica while replicas are killed with SIGKILL and restarted, or paused with SIGSTOP
-//! for longer than an election timeout. Every operation is recorded as invoked and then
-//! answered (a definite result) or unknown (no answer: a timeout, a reset, a 5xx), and
-//! the history is checked for linearizability per user; after the faults heal, every
-//! replica must hold the same state.
+//! replica while the cluster is broken in one of three ways — replicas killed with
+//! SIGKILL and restarted or paused with SIGSTOP for longer than an election timeout
+//! (`t10`), the network between replicas' namespaces cut (`t20`), or the links between
+//! replicas made flaky by relays that delay, stall and reset (`t50`). Every operation is
+//! recorded as invoked and then answered (a definite result) or unknown (no answer: a
+//! timeout, a reset, a 5xx), and the history is checked for linearizability per user;
+//! after the faults heal, every replica must hold the same state. `t30` crashes replicas
+//! mid-burst and counts acknowledged writes; `surface::t40` does the rest of the API
+//! (tokens, proxy routes, servers) with edges in the loop.
 //!
 //! The short profile runs in CI; `GANYMEDE_NEMESIS_SECS` and `GANYMEDE_NEMESIS_REPLICAS`
 //! make a long one (`ops/nemesis.sh`). A history that fails is saved as JSON under
@@ -15,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ganymede_history::{KeyedRecord, Outcome, RecordInput, RecordOutput, Recorder};
+use ganymede_testkit::flaky::{FlakyRelay, LinkFaults};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -368,7 +373,7 @@ fn save_dir() -> std::path::PathBuf {
 async fn t10_kills_and_pauses_leave_a_linearizable_history_and_equal_replicas() {
     let profile = profile();
     let mut cluster = ProcessCluster::new(profile.replicas);
-    exercise("t10", &profile, &mut cluster, None).await;
+    exercise("t10", &profile, &mut cluster, Faulty::Processes).await;
 }
 
 /// Each replica in its own network namespace, the links between them cut for real.
@@ -382,17 +387,98 @@ async fn t20_partitions_leave_a_linearizable_history_and_equal_replicas() {
     let profile = profile();
     let network = ganymede_testkit::netns::Network::create(profile.replicas).expect("the replicas' network");
     let mut cluster = ProcessCluster::in_network(&network);
-    exercise("t20", &profile, &mut cluster, Some(&network)).await;
+    exercise("t20", &profile, &mut cluster, Faulty::Network(&network)).await;
 }
 
-/// Runs the clients against `cluster` under the faults (process faults, or network
-/// cuts when there is a `network`), then checks the history and the replicas.
-async fn exercise(
-    name: &str,
-    profile: &Profile,
-    cluster: &mut ProcessCluster,
-    network: Option<&ganymede_testkit::netns::Network>,
-) {
+/// Flaky links: every replica's Raft port behind a relay that delays, stalls and cuts
+/// what crosses it (the kernel here has no netem), so replication, votes and forwarded
+/// proposals all cross flaky links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_flaky_links_leave_a_linearizable_history_and_equal_replicas() {
+    let profile = profile();
+    let mut cluster = ProcessCluster::new(profile.replicas);
+    let mut relays = Vec::new();
+    for node in 1..=profile.replicas {
+        let hub = cluster.hub(node);
+        let target = format!("{}:{}", hub.host, hub.raft_port).parse().expect("an address");
+        let relay = FlakyRelay::start(target).await.expect("a relay");
+        cluster.dial_raft_through(node, &relay.addr().to_string());
+        relays.push(relay);
+    }
+    exercise("t50", &profile, &mut cluster, Faulty::Links(&relays)).await;
+}
+
+/// What the nemesis breaks.
+enum Faulty<'a> {
+    /// Kills and pauses replicas.
+    Processes,
+    /// Cuts links between replicas' network namespaces.
+    Network(&'a ganymede_testkit::netns::Network),
+    /// Makes the relays in front of replicas flaky.
+    Links(&'a [FlakyRelay]),
+}
+
+/// Makes the links into a random set of replicas flaky, one spell after another until
+/// `until`, each healed before the next: jitter, stalls (as after lost segments),
+/// connection resets, or all three.
+async fn flaker(relays: &[FlakyRelay], rng: &mut StdRng, until: Instant) -> Faults {
+    let mut faults = Faults::new();
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        let (kind, spell) = match rng.random_range(0..4) {
+            0 => (
+                "jitter",
+                LinkFaults {
+                    jitter_ms: rng.random_range(20..100),
+                    ..LinkFaults::default()
+                },
+            ),
+            1 => (
+                "loss (stalls)",
+                LinkFaults {
+                    jitter_ms: 10,
+                    stall_per_mille: rng.random_range(50..300),
+                    ..LinkFaults::default()
+                },
+            ),
+            2 => (
+                "resets",
+                LinkFaults {
+                    reset_per_mille: rng.random_range(10..60),
+                    ..LinkFaults::default()
+                },
+            ),
+            _ => (
+                "jitter + loss + resets",
+                LinkFaults {
+                    jitter_ms: rng.random_range(10..50),
+                    stall_per_mille: rng.random_range(20..150),
+                    reset_per_mille: rng.random_range(5..30),
+                },
+            ),
+        };
+        let mut hit = 0;
+        for relay in relays {
+            if rng.random_bool(0.6) {
+                relay.set(spell);
+                hit += 1;
+            }
+        }
+        if hit == 0 {
+            relays[rng.random_range(0..relays.len())].set(spell);
+        }
+        *faults.entry(kind).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+        for relay in relays {
+            relay.heal();
+        }
+    }
+    faults
+}
+
+/// Runs the clients against `cluster` under the faults, then checks the history and
+/// the replicas.
+async fn exercise(name: &str, profile: &Profile, cluster: &mut ProcessCluster, faulty: Faulty<'_>) {
     eprintln!(
         "nemesis {name}: {} replicas, {} clients, {:?} of faults, seed {}",
         profile.replicas, profile.clients, profile.load, profile.seed
@@ -418,9 +504,10 @@ async fn exercise(
             ))
         })
         .collect();
-    let faults = match network {
-        Some(network) => partitioner(cluster, network, &mut rng, until).await,
-        None => nemesis(cluster, &down, None, &mut rng, until).await,
+    let faults = match faulty {
+        Faulty::Network(network) => partitioner(cluster, network, &mut rng, until).await,
+        Faulty::Processes => nemesis(cluster, &down, None, &mut rng, until).await,
+        Faulty::Links(relays) => flaker(relays, &mut rng, until).await,
     };
     let mut operations = 0;
     for client in clients {

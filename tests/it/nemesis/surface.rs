@@ -251,10 +251,10 @@ async fn edge_request(shared: &Shared, http: &reqwest::Client, rng: &mut StdRng,
         .get("x-ganymede-test-user")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    if served_by.as_ref().is_some_and(|owner| *owner != user) {
-        if let Ok(mut misrouted) = shared.misrouted.lock() {
-            misrouted.push(format!("/user/{user}/ through {edge} reached {served_by:?}'s server"));
-        }
+    if served_by.as_ref().is_some_and(|owner| *owner != user)
+        && let Ok(mut misrouted) = shared.misrouted.lock()
+    {
+        misrouted.push(format!("/user/{user}/ through {edge} reached {served_by:?}'s server"));
     }
     shared.count(format!("edge {status}"));
 }
