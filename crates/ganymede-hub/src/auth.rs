@@ -10,6 +10,9 @@ use ganymede_model::audit::Origin;
 use ganymede_model::rbac::{Access, Resource, Roles, ScopeSet};
 use ganymede_model::{State, TokenOwner};
 
+/// Parsed in the model, where it is fuzzed (`tests/fuzz`).
+pub use ganymede_model::credentials::token_from_header;
+
 use crate::Hub;
 use crate::error::ApiError;
 use crate::session::{COOKIE_MAX_AGE_SECS, LOGIN_COOKIE, cookie, hash_session_secret};
@@ -73,15 +76,6 @@ impl Caller {
             Err(ApiError::requires_scope(needed))
         }
     }
-}
-
-/// The token in an `Authorization` header, if the scheme is `token` or `bearer`.
-pub fn token_from_header(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
-        .then_some(token)
-        .filter(|t| !t.is_empty())
 }
 
 /// The caller a token hash stands for, and whether its use counts as its user's activity.
@@ -247,19 +241,4 @@ async fn cookie_caller(parts: &Parts, hub: &Hub) -> Result<Caller, ApiError> {
         scopes,
         owner_is_admin,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_from_header;
-
-    #[test]
-    fn authorization_schemes() {
-        assert_eq!(token_from_header("token abc"), Some("abc"));
-        assert_eq!(token_from_header("Bearer abc"), Some("abc"));
-        assert_eq!(token_from_header("TOKEN   abc "), Some("abc"));
-        assert_eq!(token_from_header("Basic abc"), None);
-        assert_eq!(token_from_header("token"), None);
-        assert_eq!(token_from_header("abc"), None);
-    }
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ganymede_model::oauth::{CODE_LIFETIME_MILLIS, OAuthClient, OAuthClientOwner, OAuthCode};
 use ganymede_model::rbac::{Resource, Subject, resolve_for_token};
 use ganymede_model::{Command, Rejection, TokenOwner};
@@ -368,44 +368,7 @@ fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Option<(String, 
         return Some((id.clone(), secret.clone()));
     }
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    let unquote = |s: &str| percent_decode(s);
-    Some((unquote(id), unquote(secret)))
-}
-
-/// `application/x-www-form-urlencoded` decoding of one Basic-auth component.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => match text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                Some(byte) => {
-                    out.push(byte);
-                    i += 3;
-                }
-                None => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    ganymede_model::credentials::basic_credentials(value)
 }
 
 /// RFC 7636: 43–128 characters of `[A-Za-z0-9-._~]`.
@@ -535,7 +498,7 @@ mod tests {
     #[test]
     fn basic_client_credentials_are_decoded() {
         let mut headers = HeaderMap::new();
-        let encoded = STANDARD.encode("service-x:s%3Acret");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("service-x:s%3Acret");
         headers.insert(
             header::AUTHORIZATION,
             header::HeaderValue::from_str(&format!("Basic {encoded}")).expect("header"),

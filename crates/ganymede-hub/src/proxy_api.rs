@@ -56,9 +56,7 @@ async fn require_token(State(api): State<ProxyApi>, request: Request, next: Next
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().strip_prefix("token"))
-        .filter(|rest| rest.starts_with(char::is_whitespace))
-        .and_then(|rest| rest.split_whitespace().next());
+        .and_then(ganymede_model::credentials::chp_token_from_header);
     if presented.is_some_and(|token| constant_time_eq(token.as_bytes(), api.auth_token.as_bytes())) {
         // Route changes made here are the proxy API token holder's, on the audit record.
         let origin = ganymede_model::audit::Origin {

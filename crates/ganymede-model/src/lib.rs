@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod audit;
 mod command;
+pub mod credentials;
 mod decide;
 mod event;
 pub mod names;
