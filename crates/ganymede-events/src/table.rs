@@ -140,16 +140,20 @@ impl RouteTable {
 
     /// The route for a request: the longest route key made of whole leading segments of
     /// the percent-decoded path (the query is not part of `path`). Under host routing the
-    /// host (without its port) is the first segment, and `/` stays the global fallback.
+    /// host (without its port) comes first, as if it were the path's first segments, and
+    /// `/` stays the global fallback.
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteEntry>> {
         let decoded = percent_decode_str(path).decode_utf8_lossy();
         let mut key = String::with_capacity(decoded.len() + host.map_or(0, str::len) + 2);
         // Where each candidate prefix ends, shortest first.
         let mut ends: [usize; 16] = [0; 16];
         let mut count = 0;
+        // The host is split like the path (as CHP, which prefixes it to the path): a
+        // `/` in a Host header must not make the shallow search differ from the deep one.
         let segments = host
             .map(|host| host.split(':').next().unwrap_or(host))
             .into_iter()
+            .flat_map(|host| host.split('/'))
             .chain(decoded.split('/'))
             .filter(|segment| !segment.is_empty());
         for segment in segments {
@@ -287,7 +291,45 @@ mod tests {
             .find(|key| routes.contains(key))
     }
 
+    /// Found by `tests/fuzz`'s `route_match`: under host routing a Host with a `/` was
+    /// one segment for paths of up to 16 segments and several for deeper ones, so the
+    /// same host reached another route depending on the path's depth.
+    #[test]
+    fn t90_issue_a_host_with_a_slash_is_split_like_the_path() {
+        let routes = table(&["/", "/ab"]);
+        assert_eq!(found(&routes, Some("ab/a"), "/").as_deref(), Some("/ab"));
+        let deep = "/x".repeat(20);
+        assert_eq!(found(&routes, Some("ab/a"), &deep).as_deref(), Some("/ab"));
+        assert_eq!(found(&routes, Some("ab.org/a:80"), "/").as_deref(), Some("/"));
+    }
+
+    /// The specification, spelled out for host routing and encoded paths.
+    fn naive_with_host(routes: &[String], host: Option<&str>, path: &str) -> Option<String> {
+        let decoded = percent_decode_str(path).decode_utf8_lossy();
+        let full = match host {
+            Some(host) => format!("/{}/{decoded}", host.split(':').next().unwrap_or(host)),
+            None => decoded.into_owned(),
+        };
+        naive(routes, &full)
+    }
+
     proptest! {
+        /// The property `tests/fuzz`'s `route_match` target checks, with hosts (a `/` or
+        /// a port in them) and percent-encoded segments.
+        #[test]
+        fn lookup_with_hosts_agrees_with_a_naive_search(
+            routes in proptest::collection::vec("(/(a|b|h|h.o| |é)){0,4}", 0..12),
+            host in proptest::option::of("(a|b|h|h.o|/|:8|%2F){1,4}"),
+            path in "(/(a|b|%2F|%20|%C3%A9|%C3|)){0,20}",
+        ) {
+            let keys: Vec<String> = routes.iter().map(|r| normalize_key(r)).collect();
+            let table = RouteTable::new(1, keys.iter().map(|k| RouteEntry::new(k, "http://h")));
+            prop_assert_eq!(
+                found(&table, host.as_deref(), &path),
+                naive_with_host(&keys, host.as_deref(), &path)
+            );
+        }
+
         #[test]
         fn lookup_agrees_with_a_naive_search(
             routes in proptest::collection::vec("(/[abc]{1,2}){0,4}", 0..20),

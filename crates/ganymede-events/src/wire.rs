@@ -125,6 +125,7 @@ pub fn decode(key: &EventsKey, frames: &[Bytes]) -> Result<Message, WireError> {
 #[cfg(test)]
 mod tests {
     use ganymede_proto::edge::v1::{Route, route_event::Change};
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -168,6 +169,65 @@ mod tests {
         frames[0] = Bytes::from_static(TOPIC_ROUTE);
         assert_eq!(decode(&key, &frames), Err(WireError::BadHmac));
         assert_eq!(decode(&key, &frames[..3]), Err(WireError::Frames(3)));
+    }
+
+    fn any_event() -> impl Strategy<Value = RouteEvent> {
+        let change = prop_oneof![
+            Just(None),
+            ("\\PC{0,12}", "\\PC{0,12}").prop_map(|(path, target)| Some(Change::Added(Route { path, target }))),
+            "\\PC{0,12}".prop_map(|path| Some(Change::Removed(path))),
+        ];
+        (any::<u64>(), change).prop_map(|(route_seq, change)| RouteEvent { route_seq, change })
+    }
+
+    proptest! {
+        /// The properties `tests/fuzz`'s `wire_decode` target checks: what is published
+        /// decodes to itself, a changed bit anywhere is refused, and signed frames
+        /// decode exactly when the payload is an event of the frame's sequence number.
+        #[test]
+        fn published_events_decode_to_themselves_and_nothing_else(
+            event in any_event(),
+            heartbeat in any::<bool>(),
+            frame in 0usize..4,
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let key = EventsKey::derive("secret");
+            let (frames, expected) = if heartbeat {
+                (encode_heartbeat(&key, event.route_seq), Message::Heartbeat { route_seq: event.route_seq })
+            } else {
+                (encode_event(&key, &event), Message::Event(event.clone()))
+            };
+            prop_assert_eq!(decode(&key, &frames), Ok(expected));
+            prop_assert_eq!(decode(&EventsKey::derive("other"), &frames), Err(WireError::BadHmac));
+            if !frames[frame].is_empty() {
+                let mut changed = frames.clone();
+                let mut bytes = changed[frame].to_vec();
+                let at = at.index(bytes.len());
+                bytes[at] ^= 1 << bit;
+                changed[frame] = Bytes::from(bytes);
+                prop_assert_eq!(decode(&key, &changed), Err(WireError::BadHmac));
+            }
+        }
+
+        #[test]
+        fn signed_payloads_decode_only_as_events_of_their_sequence_number(
+            payload in prop::collection::vec(any::<u8>(), 0..24),
+            seq in 0u64..4,
+        ) {
+            let key = EventsKey::derive("secret");
+            let frames = frames(&key, TOPIC_ROUTE, seq, payload.clone());
+            match (RouteEvent::decode(payload.as_slice()), decode(&key, &frames)) {
+                (Ok(event), Ok(Message::Event(decoded))) => {
+                    prop_assert_eq!(event.route_seq, seq);
+                    prop_assert_eq!(&decoded, &event);
+                    prop_assert_eq!(decode(&key, &encode_event(&key, &decoded)), Ok(Message::Event(event)));
+                }
+                (Ok(event), Err(WireError::SeqMismatch)) => prop_assert_ne!(event.route_seq, seq),
+                (Err(_), Err(WireError::Payload(_))) => {}
+                (payload, outcome) => prop_assert!(false, "{:?} decoded as {:?}", payload, outcome),
+            }
+        }
     }
 
     #[test]

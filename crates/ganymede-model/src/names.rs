@@ -65,7 +65,9 @@ pub fn is_valid_route_path(path: &str) -> bool {
     if path.chars().any(char::is_control) {
         return false;
     }
-    let inner = path.trim_start_matches('/').trim_end_matches('/');
+    // One leading `/` only: `//user/alice` has an empty segment, and the edge (which
+    // drops empty segments) would key it as `/user/alice`, another route of the hub's.
+    let inner = path[1..].trim_end_matches('/');
     inner.is_empty()
         || inner
             .split('/')
@@ -148,5 +150,76 @@ mod tests {
         for bad in ["", "user/alice", "/user//alice", "/user/../x", "/a\n", "/a\t"] {
             assert!(!is_valid_route_path(bad), "{bad:?} should be invalid");
         }
+    }
+
+    /// Found by `tests/fuzz`'s `chp_path`: `POST /api/routes//user/alice` was accepted as
+    /// the key `//user/alice`, which the edges (dropping empty segments) keyed as
+    /// `/user/alice`: two routes on the hubs, one on the edges, and deleting either
+    /// removed the edges' only one.
+    #[test]
+    fn t90_issue_route_keys_with_a_leading_empty_segment() {
+        for bad in ["//user/alice", "///user/alice/", "// "] {
+            assert!(!is_valid_route_path(bad), "{bad:?} should be invalid");
+        }
+        assert!(
+            is_valid_route_path("/user/alice//"),
+            "trailing slashes are normalized away"
+        );
+    }
+
+    fn segments(path: &str) -> Vec<&str> {
+        path.split('/').filter(|segment| !segment.is_empty()).collect()
+    }
+
+    proptest::proptest! {
+        /// The properties `tests/fuzz`'s `chp_path` target checks on the CHP API's keys.
+        #[test]
+        fn route_keys_are_normal_and_accepted_ones_have_no_empty_or_dot_segments(
+            raw in "[/a.\\ %\n]{0,12}",
+        ) {
+            let key = normalize_route_path(&raw);
+            proptest::prop_assert!(key.starts_with('/'));
+            proptest::prop_assert!(key == "/" || !key.ends_with('/'));
+            proptest::prop_assert_eq!(normalize_route_path(&key), key.clone());
+            proptest::prop_assert_eq!(segments(&key), segments(&raw));
+            if is_valid_route_path(&key) && key != "/" {
+                for segment in key[1..].split('/') {
+                    proptest::prop_assert!(!segment.is_empty() && segment != "." && segment != "..", "{:?}", key);
+                }
+                proptest::prop_assert!(!key.chars().any(char::is_control));
+            }
+        }
+
+        /// A server's route key is accepted and made of the link's decoded segments
+        /// (user names `.` and `..` excepted: see `is_valid_user_name`'s callers).
+        #[test]
+        fn server_route_keys_are_valid_routes(user in "[a-zA-Z0-9 %?#@é.]{1,8}", named in proptest::bool::ANY) {
+            let user = normalize_user_name(&user);
+            proptest::prop_assume!(is_valid_user_name(&user) && user != "." && user != "..");
+            let key = crate::state::route_key_for(&user, if named { "gpu" } else { "" });
+            proptest::prop_assert!(is_valid_route_path(&key), "{:?}", key);
+            proptest::prop_assert_eq!(normalize_route_path(&key), key.clone());
+            let link = crate::state::route_path_for(&url_quote(&user), if named { "gpu" } else { "" });
+            let decoded: Vec<String> = segments(&link).iter().map(|s| percent_decode(s)).collect();
+            proptest::prop_assert_eq!(decoded, segments(&key));
+        }
+    }
+
+    /// `%XX` → byte, for the test above (the edge decodes with `percent-encoding`).
+    fn percent_decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                out.push(u8::from_str_radix(hex, 16).expect("url_quote writes two hex digits"));
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).expect("utf-8 in, utf-8 out")
     }
 }

@@ -488,3 +488,88 @@ proptest! {
         prop_assert_eq!(a.intersect(&a, &state), a.clone());
     }
 }
+
+/// Any written scope: known and custom names with every kind of filter, bare filters,
+/// `self`, `inherit`, and malformed ones.
+fn any_written_scope() -> impl Strategy<Value = String> {
+    let names: Vec<&'static str> = SCOPE_NAMES.to_vec();
+    let name = prop_oneof![
+        4 => proptest::sample::select(names).prop_map(str::to_owned),
+        1 => "custom:[a-z0-9_*:-]{1,4}",
+        1 => "[a-z:!=]{0,6}",
+    ];
+    let filter = prop_oneof![
+        Just(String::new()),
+        Just("!user".to_owned()),
+        Just("!server".to_owned()),
+        Just("!service".to_owned()),
+        Just("!user=alice".to_owned()),
+        Just("!user=a!b=c".to_owned()),
+        Just("!group=students".to_owned()),
+        Just("!server=alice/".to_owned()),
+        Just("!server=bob/gpu".to_owned()),
+        Just("!service=culler".to_owned()),
+        Just("!user=".to_owned()),
+        Just("!server=alice".to_owned()),
+        "![a-z=/]{0,6}",
+    ];
+    (name, filter).prop_map(|(name, filter)| format!("{name}{filter}"))
+}
+
+fn any_subject() -> impl Strategy<Value = Subject<'static>> {
+    prop_oneof![
+        Just(Subject::User("alice")),
+        Just(Subject::User("bob")),
+        Just(Subject::Service("culler"))
+    ]
+}
+
+proptest! {
+    /// The properties `tests/fuzz`'s `scopes` target checks: `validate` agrees with
+    /// `expand`; expansion is idempotent, monotone and order-free; resolving bare
+    /// filters for storage and expanding later is expanding at once.
+    #[test]
+    fn expansion_is_idempotent_monotone_and_order_free(
+        a in proptest::collection::vec(any_written_scope(), 0..5),
+        b in proptest::collection::vec(any_written_scope(), 0..5),
+        subject in any_subject(),
+        client_server in proptest::option::of(prop_oneof![Just("alice/"), Just("alice/gpu")]),
+    ) {
+        let state = state();
+        let expanded = expand(&a, subject, client_server);
+        if validate(&a).is_err() {
+            prop_assert!(expanded.is_err());
+        }
+        let Ok(expanded) = expanded else { return Ok(()) };
+        prop_assert_eq!(validate(&a), Ok(()));
+        prop_assert_eq!(expand(&expanded.to_strings(), Subject::User("bob"), None), Ok(expanded.clone()));
+        let stored = resolve_for_token(&a, subject, client_server).expect("expandable scopes resolve");
+        prop_assert_eq!(expand(&stored, subject, None), Ok(expanded.clone()));
+        let Ok(other) = expand(&b, subject, client_server) else { return Ok(()) };
+        let both: Vec<String> = a.iter().chain(&b).cloned().collect();
+        let reversed: Vec<String> = b.iter().chain(&a).cloned().collect();
+        let union = expand(&both, subject, client_server).expect("both sides expand");
+        prop_assert!(expanded.is_within(&union, &state) && other.is_within(&union, &state));
+        prop_assert_eq!(expand(&reversed, subject, client_server), Ok(union));
+        prop_assert_eq!(expanded.intersect(&other, &state), other.intersect(&expanded, &state));
+    }
+
+    /// A token never holds more than its owner, whatever it asked for.
+    #[test]
+    fn tokens_hold_no_more_than_their_owner(
+        scopes in proptest::collection::vec(any_written_scope(), 0..5),
+        owner in prop_oneof![
+            Just(TokenOwner::User("alice".into())),
+            Just(TokenOwner::User("root".into())),
+            Just(TokenOwner::Service("culler".into())),
+        ],
+    ) {
+        let state = state();
+        let roles = Roles::default();
+        let Ok(stored) = resolve_for_token(&scopes, Subject::of(&owner), None) else { return Ok(()) };
+        let mut token = token(owner.clone(), &[]);
+        token.scopes = stored;
+        let held = roles.owner_scopes(&state, &owner);
+        prop_assert!(roles.token_scopes(&state, &token).is_within(&held, &state));
+    }
+}
