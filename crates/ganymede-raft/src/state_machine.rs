@@ -160,6 +160,55 @@ fn apply_proposal(
     outcome
 }
 
+/// The proposal memory as replicas that never restarted have it: the snapshot's memory,
+/// then the proposals applied after the snapshot replayed on the snapshot's state, in
+/// log order. Starting from the snapshot's memory alone, a retry committed twice across
+/// this replica's restart (the second copy after the restart) would be applied here and
+/// skipped everywhere else: the replicas' states would differ for good (found by the
+/// nemesis, `t40`: a token issued twice on one replica). Where the log does not hold
+/// every entry since the snapshot (a restore, an interrupted snapshot install), the
+/// snapshot's memory is kept: no retry can straddle those.
+fn remembered_after_restart(
+    store: &Store,
+    (mut state, mut recent, snapshot_index): (State, RecentProposals, u64),
+    position: &Position,
+    loaded: &State,
+) -> io::Result<RecentProposals> {
+    let applied_index = position.last_applied.map_or(0, |log_id| log_id.index);
+    if applied_index <= snapshot_index {
+        return Ok(recent);
+    }
+    let rows = store
+        .log_range(snapshot_index + 1, applied_index + 1)
+        .map_err(io::Error::other)?;
+    let complete = rows.len() as u64 == applied_index - snapshot_index
+        && rows.first().is_some_and(|(index, _)| *index == snapshot_index + 1);
+    if !complete {
+        tracing::info!(
+            snapshot_index,
+            applied_index,
+            "the log does not hold every entry since the snapshot; remembering the snapshot's proposals only"
+        );
+        return Ok(recent);
+    }
+    let mut events = Vec::new();
+    for (_, bytes) in rows {
+        let entry: crate::types::Entry = decode(&bytes)?;
+        if let EntryPayload::Normal(proposal) = entry.payload {
+            apply_proposal(&mut state, &mut recent, &proposal, &mut events);
+            events.clear();
+        }
+    }
+    if state != *loaded {
+        tracing::error!(
+            snapshot_index,
+            applied_index,
+            "replaying the log since the snapshot does not give the stored state"
+        );
+    }
+    Ok(recent)
+}
+
 impl StateMachine {
     /// The outcome remembered for proposal `id`, if it is recent enough.
     #[cfg(test)]
@@ -181,20 +230,19 @@ impl StateMachine {
             recent: RecentProposals::default(),
         };
         let mut position = position;
-        let current_snapshot = match store.snapshot().map_err(io::Error::other)? {
+        let (current_snapshot, base) = match store.snapshot().map_err(io::Error::other)? {
             Some(bytes) => {
                 let payload: SnapshotPayload = decode(&bytes)?;
-                // The latest snapshot's memory of proposals is the best there is after a
-                // restart; older ids are harmless to remember.
-                position.recent = payload.recent_proposals;
                 let meta = SnapshotMeta {
                     last_log_id: payload.last_applied,
                     last_membership: payload.membership,
                 };
-                Some((meta, bytes))
+                let index = payload.last_applied.map_or(0, |log_id| log_id.index);
+                (Some((meta, bytes)), (payload.state, payload.recent_proposals, index))
             }
-            None => None,
+            None => (None, (State::default(), RecentProposals::default(), 0)),
         };
+        position.recent = remembered_after_restart(&store, base, &position, &loaded.state)?;
         let applied_index = position.last_applied.map_or(0, |log_id| log_id.index);
         let route_seq = loaded.state.route_seq;
         Ok(StateMachine {

@@ -92,3 +92,52 @@ async fn a_retried_proposal_is_applied_once() {
     .await;
     assert_eq!(other.shared().read(|s| (s.users.len(), s.event_seq)), (2, 2));
 }
+
+/// A replica restarted from its tables (no snapshot since the proposal) must still
+/// remember the proposals it applied, as the replicas that never restarted do: else a
+/// retry committed again after the restart is applied here and skipped elsewhere, and
+/// the replicas' states part for good (the nemesis' `t40` found a token issued twice on
+/// one replica of five).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_issue_a_restart_forgets_no_proposal_applied_since_the_snapshot() {
+    use openraft::entry::RaftEntry;
+    use openraft::storage::RaftStateMachine;
+
+    use crate::types::{Applied, Entry, Proposal};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 1).expect("open");
+    let proposal = |id: u64, name: &str| Proposal {
+        id,
+        origin: None,
+        command: ganymede_model::Command::CreateUsers {
+            names: vec![name.into()],
+            admin: false,
+            at: 1,
+        },
+    };
+    let entries: Vec<Entry> = [(1, proposal(7, "alice")), (2, proposal(8, "bob"))]
+        .into_iter()
+        .map(|(index, proposal)| Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), proposal))
+        .collect();
+    // In the log (as Raft appended them) and applied.
+    store
+        .append_log_unsynced(
+            entries
+                .iter()
+                .map(|entry| (entry.log_id.index, serde_json::to_vec(entry).expect("encode"))),
+        )
+        .expect("append");
+    let mut state_machine = StateMachine::open(store.clone()).expect("state machine");
+    let stream = futures::stream::iter(entries.into_iter().map(|entry| Ok((entry, None))));
+    state_machine.apply(stream).await.expect("apply");
+    let first = state_machine.remembered(7).expect("proposal 7 is remembered");
+    assert!(matches!(first, Applied::Events(_)), "{first:?}");
+    drop(state_machine);
+
+    // The restart: the state comes from the tables, the memory from the log.
+    let restarted = StateMachine::open(store.clone()).expect("state machine");
+    assert_eq!(restarted.remembered(7), Some(first));
+    assert!(restarted.remembered(8).is_some());
+    assert_eq!(restarted.shared().read(|s| s.users.len()), 2);
+}
