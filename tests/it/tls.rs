@@ -214,3 +214,88 @@ async fn the_edge_feed_speaks_tls_to_edges_that_trust_the_cluster_ca() {
         None
     );
 }
+
+/// Mutual TLS between replicas: with `[cluster] tls_*` set, replicas elect a leader and
+/// forward writes to it over TLS with certificates from the cluster CA; the Raft port
+/// refuses plaintext, and a TLS client that trusts the CA but shows no certificate of
+/// its own gets nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_speak_mutual_tls_and_refuse_plaintext_and_clients_without_a_certificate() {
+    let mut cluster = ProcessCluster::new(3);
+    let certs_dir = cluster.dir.path().join("cluster-certs");
+    for node in 1..=3u64 {
+        certs(&certs_dir, &format!("hub{node}"));
+        let config = cluster.hub(node).config.clone();
+        let text = std::fs::read_to_string(&config).expect("config");
+        let tls = format!(
+            "[cluster]\ntls_cert = {:?}\ntls_key = {:?}\ntls_ca = {:?}\n",
+            certs_dir.join(format!("hub{node}.pem")).display().to_string(),
+            certs_dir.join(format!("hub{node}-key.pem")).display().to_string(),
+            certs_dir.join("ca.pem").display().to_string()
+        );
+        assert!(text.contains("[cluster]\n"));
+        std::fs::write(&config, text.replacen("[cluster]\n", &tls, 1)).expect("write config");
+    }
+    cluster.start_all();
+    let leader = cluster.leader().await;
+    let follower = leader % 3 + 1;
+
+    // A write through a follower is forwarded to the leader over mutual TLS.
+    let (status, body) = cluster
+        .send(
+            follower,
+            reqwest::Method::POST,
+            "/hub/api/users/tls-alice",
+            Some(serde_json::json!({})),
+        )
+        .await
+        .expect("the follower answers");
+    assert_eq!(status, 201, "{body}");
+    for node in 1..=3u64 {
+        eventually("the user on every replica", Duration::from_secs(10), || async {
+            let (status, _) = cluster
+                .request(node, reqwest::Method::GET, "/hub/api/users/tls-alice")
+                .await?;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+
+    let raft_port = cluster.hub(leader).raft_port;
+    // Plaintext HTTP/2 (what an untrusting gRPC peer sends first): no HTTP/2 answer.
+    let mut plain = TcpStream::connect(("127.0.0.1", raft_port)).await.expect("connect");
+    plain
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("write");
+    let mut answer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), plain.read(&mut answer))
+        .await
+        .expect("the port answers or closes");
+    if let Ok(n) = read {
+        assert!(
+            n == 0 || answer[0] == 0x15,
+            "plaintext got an answer that is not a TLS alert: {:?}",
+            &answer[..n]
+        );
+    }
+
+    // TLS that trusts the CA but has no client certificate: the handshake ends in an
+    // alert, so a request gets no answer.
+    let ca = certs_dir.join("ca.pem");
+    if let Ok(mut stream) = connect(raft_port, &ca, &[b"h2"]).await {
+        let _ = stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await;
+        let mut answer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .expect("the port answers or closes");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "a client without a certificate got an answer: {read:?}"
+        );
+    }
+    let log = cluster.logs();
+    assert!(!log.contains("BEGIN PRIVATE KEY"), "a key in the logs");
+}

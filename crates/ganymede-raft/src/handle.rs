@@ -48,6 +48,26 @@ pub struct RaftConfig {
     pub logs_kept_after_snapshot: u64,
     /// How long a proposal or a read may wait for a leader before giving up.
     pub request_timeout: Duration,
+    /// Mutual TLS between replicas; `None`: plaintext.
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// Mutual TLS between replicas (PEM): this replica's certificate and key, and the
+/// cluster CA that signs every replica's. With it the Raft port speaks only TLS and
+/// refuses a peer without a certificate from that CA, and this replica dials its peers
+/// the same way.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+// Not derived: the key stays out of logs.
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +221,7 @@ impl RaftHandle {
         let log_store = LogStore::new(store.clone());
         let state_machine = StateMachine::open(store.clone()).map_err(StartError::StateMachine)?;
         let shared = state_machine.shared();
-        let channels = Channels::default();
+        let channels = Channels::new(config.peer_tls.as_ref());
         let millis = |duration: Duration| duration.as_millis() as u64;
         let raft_config = openraft::Config {
             cluster_name: "ganymede".into(),
@@ -239,7 +259,16 @@ impl RaftHandle {
             store,
         });
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &inner.config.peer_tls {
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .client_ca_root(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+            server = server
+                .tls_config(tls)
+                .map_err(|err| StartError::Config(format!("peer TLS: {err}")))?;
+        }
+        let router = server
             .add_service(RaftServer::new(RaftService { raft, node_id }))
             .add_service(ClusterServer::new(ClusterService { inner: inner.clone() }));
         let serve_shutdown = shutdown.clone();

@@ -16,7 +16,7 @@ mod state_machine;
 mod types;
 
 pub use backup::{BACKUP_FORMAT, BACKUP_VERSION, Backup, BackupError, BackupHeader, StateDigest, state_digest};
-pub use handle::{ClusterStatus, MemberStatus, ProposeError, RaftConfig, RaftHandle, ReadError, StartError};
+pub use handle::{ClusterStatus, MemberStatus, PeerTls, ProposeError, RaftConfig, RaftHandle, ReadError, StartError};
 pub use restore::{RestoreError, Restored, restore};
 pub use state_machine::SharedState;
 pub use types::Applied;

@@ -10,8 +10,9 @@ use ganymede_proto::raft::v1::{RaftMessage, SnapshotChunk, raft_client::RaftClie
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::handle::PeerTls;
 use crate::types::{HubNode, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Snapshots travel in pieces of this size.
@@ -21,18 +22,36 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Channels to peers, by address; shared by the Raft network and the forwarding client.
+/// With TLS, every channel presents this replica's certificate and trusts only the
+/// cluster CA.
 #[derive(Clone, Default)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Channels {
+    pub fn new(tls: Option<&PeerTls>) -> Channels {
+        Channels {
+            by_addr: Arc::default(),
+            tls: tls.map(|tls| {
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                    .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+            }),
+        }
+    }
+
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.by_addr.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = match &self.tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?,
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

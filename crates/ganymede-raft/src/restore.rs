@@ -246,6 +246,7 @@ mod tests {
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 2_000,
             request_timeout: std::time::Duration::from_secs(10),
+            peer_tls: None,
         }
     }
 

@@ -214,6 +214,7 @@ impl TestCluster {
             snapshot_logs_since_last: self.timings.snapshot_logs_since_last,
             logs_kept_after_snapshot: self.timings.logs_kept_after_snapshot,
             request_timeout: Duration::from_secs(10),
+            peer_tls: None,
         };
         // A replica killed a moment ago may still be closing its database (openraft's
         // tasks wind down after `shutdown` returns): retry while RocksDB says it is locked.

@@ -370,6 +370,12 @@ pub struct ClusterSection {
     pub initial_members: Vec<Member>,
     /// How long a request may wait for a leader (through an election) before failing.
     pub request_timeout: String,
+    /// Mutual TLS between replicas (all three or none): this replica's certificate and
+    /// key, and the CA that signs every replica's (`ganymede certs`). The Raft port then
+    /// refuses plaintext and peers without a certificate from that CA.
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_ca: String,
 }
 
 impl Default for ClusterSection {
@@ -377,6 +383,9 @@ impl Default for ClusterSection {
         ClusterSection {
             initial_members: Vec::new(),
             request_timeout: "10s".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -429,6 +438,8 @@ pub struct HubConfig {
     pub events_pub_bind: SocketAddr,
     /// The edge feed's TLS certificate and key files.
     pub events_tls: Option<(PathBuf, PathBuf)>,
+    /// Mutual TLS between replicas: certificate, key and CA files.
+    pub peer_tls: Option<(PathBuf, PathBuf, PathBuf)>,
     pub initial_members: BTreeMap<u64, Member>,
     pub request_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -808,6 +819,20 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         },
         initial_members,
         request_timeout: duration("cluster.request_timeout", &cluster.request_timeout)?,
+        peer_tls: match [&cluster.tls_cert, &cluster.tls_key, &cluster.tls_ca].map(|path| path.is_empty()) {
+            [true, true, true] => None,
+            [false, false, false] => Some((
+                cluster.tls_cert.clone().into(),
+                cluster.tls_key.clone().into(),
+                cluster.tls_ca.clone().into(),
+            )),
+            _ => {
+                return Err(invalid(
+                    "cluster.tls_cert",
+                    "set all of cluster.tls_cert, cluster.tls_key and cluster.tls_ca, or none",
+                ));
+            }
+        },
         heartbeat_interval,
         election_timeout_min,
         election_timeout_max,
@@ -914,6 +939,20 @@ mod tests {
         assert_eq!(config.node_id, 1);
         assert_eq!(config.initial_members.len(), 3);
         assert_eq!(config.heartbeat_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn cluster_tls_takes_all_three_files_or_none() {
+        let set = |keys: &[&str]| {
+            keys.iter()
+                .map(|key| format!("cluster.{key}=x.pem"))
+                .collect::<Vec<_>>()
+        };
+        let all = load(None, [], &set(&["tls_cert", "tls_key", "tls_ca"])).expect("all three");
+        assert_eq!(all.peer_tls, Some(("x.pem".into(), "x.pem".into(), "x.pem".into())));
+        assert!(load(None, [], &[]).expect("none").peer_tls.is_none());
+        let error = load(None, [], &set(&["tls_cert", "tls_key"])).expect_err("two of three");
+        assert!(error.to_string().contains("cluster.tls_ca"), "{error}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use ganymede_hub::{ApiLimits, Hub};
 use ganymede_raft::{HubNode, RaftConfig, RaftHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::HubConfig;
 
@@ -83,6 +83,19 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         snapshot_logs_since_last: config.snapshot_logs_since_last,
         logs_kept_after_snapshot: config.logs_kept_after_snapshot,
         request_timeout: config.request_timeout,
+        peer_tls: match &config.peer_tls {
+            Some((cert, key, ca)) => {
+                let read = |path: &std::path::PathBuf| {
+                    std::fs::read(path).with_context(|| format!("cluster TLS: cannot read {}", path.display()))
+                };
+                Some(ganymede_raft::PeerTls {
+                    cert_pem: read(cert)?,
+                    key_pem: read(key)?,
+                    ca_pem: read(ca)?,
+                })
+            }
+            None => None,
+        },
     };
 
     let shutdown = CancellationToken::new();
@@ -174,6 +187,23 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
             shutdown.clone(),
         ));
     }
+    // A replica whose storage failed cannot serve again (openraft has stopped): shut
+    // down and exit non-zero, so that the supervisor restarts it from what is on disk,
+    // rather than answer 503 for ever.
+    let fault = Arc::new(std::sync::OnceLock::<String>::new());
+    {
+        let (raft, shutdown, fault) = (raft.clone(), shutdown.clone(), fault.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                reason = raft.stopped_by_fault() => {
+                    error!(%reason, "raft stopped on a fault; shutting down");
+                    let _ = fault.set(reason);
+                    shutdown.cancel();
+                }
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
     let app = ganymede_hub::router(hub);
     {
         // JupyterHub's startup time ends when it serves with its database ready; a
@@ -205,7 +235,10 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
         warn!("some tasks did not stop within the grace period");
     }
-    Ok(())
+    match fault.get() {
+        Some(reason) => anyhow::bail!("raft stopped on a fault: {reason}"),
+        None => Ok(()),
+    }
 }
 
 /// The local spawner and its reconciler, unless `spawner.kind = "none"`.
