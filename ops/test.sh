@@ -20,6 +20,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== fuzz: every tests/fuzz target for a bounded time (ops/fuzz.sh 600 is the long profile)"
+rustfmt --edition 2024 --check tests/fuzz/fuzz_targets/*.rs
+bash ops/fuzz.sh "${GANYMEDE_FUZZ_SECS:-15}"
 echo "== build the binary the black-box tests run"
 cargo build --locked --bin ganymede --bin ganymede-test-singleuser
 echo "== tests"

@@ -1044,3 +1044,24 @@ async fn t80_metrics_need_read_metrics_unless_prometheus_is_trusted() {
     let anonymous = cluster.hub(1).api.with_token(None);
     assert_eq!(anonymous.get("/hub/metrics").await.expect("open").0, 200);
 }
+
+/// A token asking to live for u64::MAX seconds overflowed the expiry computation (a
+/// panic any user could cause); it is refused with JupyterHub's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_issue_a_huge_expires_in_is_refused_not_a_panic() {
+    let cluster = TestCluster::start(1).await;
+    let api = &cluster.hub(1).api;
+    assert_eq!(api.post("/hub/api/users/alice", json!({})).await.expect("user").0, 201);
+    for huge in [json!(u64::MAX), json!(i64::MAX), json!(4_000_000_000u64)] {
+        let (status, reply) = api
+            .post("/hub/api/users/alice/tokens", json!({ "expires_in": huge }))
+            .await
+            .expect("the hub answers");
+        assert_eq!((status, reply["status"].clone()), (400, json!(400)), "{huge}: {reply}");
+    }
+    let (status, reply) = api
+        .post("/hub/api/users/alice/tokens", json!({ "expires_in": 3_000_000_000u64 }))
+        .await
+        .expect("the hub answers");
+    assert_eq!(status, 201, "a century is allowed: {reply}");
+}

@@ -25,6 +25,9 @@ pub fn routes() -> Router<Hub> {
         .route("/users/{name}/tokens/{id}", get(get_token).delete(revoke_token))
 }
 
+/// The longest lifetime a token may ask for: a hundred years, in seconds.
+const MAX_EXPIRES_IN: u64 = 100 * 365 * 24 * 3600;
+
 fn no_such_token(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("No such token: {id}"))
 }
@@ -127,6 +130,13 @@ async fn create_token(
     let expires_in = match body.expires_in {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_u64().filter(|s| *s > 0) {
+            // Past a century the expiry date would not fit our clock's range (and
+            // computing it overflowed: a panic any user could cause).
+            Some(seconds) if seconds > MAX_EXPIRES_IN => {
+                return Err(ApiError::bad_request(format!(
+                    "expires_in must be at most {MAX_EXPIRES_IN} seconds"
+                )));
+            }
             Some(seconds) => Some(seconds),
             None => return Err(ApiError::bad_request("expires_in must be a positive integer")),
         },
@@ -203,7 +213,8 @@ async fn create_token(
         owner: TokenOwner::User(name.clone()),
         scopes,
         note,
-        expires_at: expires_in.map(|seconds| now + (seconds as i64).saturating_mul(1000)),
+        expires_at: expires_in
+            .map(|seconds| now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1000))),
         at: now,
     });
     let issued: Token = match hub.raft.propose(command).await? {
