@@ -172,6 +172,28 @@ async fn t90_issue_hub_api_bounds_slow_heads_big_heads_bodies_and_connection_flo
         (status == 200).then_some(())
     })
     .await;
+
+    // --- the gRPC ports (Raft, edge feed) keep as many connections open and close the
+    // next one at once; freed places are taken again
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    for (name, port) in [("raft", cluster.hub(1).raft_port), ("feed", cluster.hub(1).feed_port)] {
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connect"));
+        }
+        let (_, closed) = raw(port, PREFACE, Duration::from_secs(5)).await;
+        assert!(closed, "the {name} port kept a connection past its bound");
+        drop(held);
+        eventually(
+            &format!("the {name} port to take connections again"),
+            Duration::from_secs(10),
+            || async {
+                let (answer, closed) = raw(port, PREFACE, Duration::from_millis(500)).await;
+                (!closed && !answer.is_empty()).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// Failed logins are limited per name and per address for every authenticator (here

@@ -299,3 +299,65 @@ async fn replicas_speak_mutual_tls_and_refuse_plaintext_and_clients_without_a_ce
     let log = cluster.logs();
     assert!(!log.contains("BEGIN PRIVATE KEY"), "a key in the logs");
 }
+
+/// Mutual TLS on the edge feed: with `events.tls_client_ca`, an edge that presents a
+/// certificate from the cluster CA loads the table; one that trusts the hubs but shows
+/// no certificate, or one from another CA, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_feed_asks_edges_for_a_certificate_from_the_cluster_ca() {
+    let mut cluster = ProcessCluster::new(1);
+    let certs_dir = cluster.dir.path().join("feed-certs");
+    let strangers = cluster.dir.path().join("other-ca");
+    certs(&certs_dir, "hub1");
+    certs(&certs_dir, "edge");
+    certs(&strangers, "edge");
+    let file = |dir: &Path, name: &str| dir.join(name).display().to_string();
+    // The hub's config ends with its [events] section.
+    let hub_config = cluster.hub(1).config.clone();
+    append_config(
+        &hub_config,
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\n",
+            file(&certs_dir, "hub1.pem"),
+            file(&certs_dir, "hub1-key.pem"),
+            file(&certs_dir, "ca.pem")
+        ),
+    );
+    cluster.start_all();
+    cluster.leader().await;
+    assert_eq!(
+        cluster.set_route(1, "/user/alice", Some("http://127.0.0.1:9")).await,
+        Some(201)
+    );
+
+    let mut edges = Vec::new();
+    for identity in [Some(&certs_dir), None, Some(&strangers)] {
+        let edge = cluster.add_edge(&[]);
+        let mut lines = format!("hubs_ca = {:?}\n", file(&certs_dir, "ca.pem"));
+        if let Some(dir) = identity {
+            lines.push_str(&format!(
+                "hubs_client_cert = {:?}\nhubs_client_key = {:?}\n",
+                file(dir, "edge.pem"),
+                file(dir, "edge-key.pem")
+            ));
+        }
+        append_config(&cluster.edges[edge].config, &lines);
+        cluster.start_edge(edge);
+        edges.push(edge);
+    }
+    eventually(
+        "the edge with a certificate to load the table",
+        Duration::from_secs(20),
+        || async {
+            let (_, routes) = cluster.edge_routes(edges[0]).await?;
+            routes.contains_key("/user/alice").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (edge, who) in [(edges[1], "no certificate"), (edges[2], "another CA's certificate")] {
+        let (seq, routes) = cluster.edge_routes(edge).await.expect("the edge answers");
+        assert_eq!((seq, routes.len()), (0, 0), "an edge with {who} got routes");
+        assert_eq!(cluster.edge_metric(edge, "ganymede_edge_snapshots_total").await, None);
+    }
+}

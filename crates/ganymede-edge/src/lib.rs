@@ -40,6 +40,8 @@ pub struct EdgeConfig {
     pub hubs: Vec<HubAddrs>,
     /// The CA (PEM) of the hubs' edge-feed gRPC certificates; `None` for plaintext.
     pub hubs_ca: Option<Vec<u8>>,
+    /// The certificate and key (PEM) presented to hubs whose feed asks for one.
+    pub hubs_identity: Option<(Vec<u8>, Vec<u8>)>,
     /// Route on `Host` first (per-user subdomains), like CHP's `--host-routing`.
     pub host_routing: bool,
     /// Slowloris protection: a client must send a request's headers within this.
@@ -69,6 +71,7 @@ impl EdgeConfig {
             metrics_bind: None,
             hubs,
             hubs_ca: None,
+            hubs_identity: None,
             host_routing: false,
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,

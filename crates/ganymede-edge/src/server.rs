@@ -82,6 +82,7 @@ pub async fn run(config: EdgeConfig, token: String, shutdown: CancellationToken)
         repair_delay: Duration::from_millis(20),
         silence_poll: Duration::from_secs(2),
         grpc_ca: config.hubs_ca.clone(),
+        grpc_identity: config.hubs_identity.clone(),
     })
     .map_err(|err| Error::Hub(err.to_string()))?;
     let table = subscriber.table();

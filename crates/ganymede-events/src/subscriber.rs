@@ -45,6 +45,9 @@ pub struct SubscriberConfig {
     pub silence_poll: Duration,
     /// The CA (PEM) that signed the hubs' gRPC certificates; `None` for plaintext.
     pub grpc_ca: Option<Vec<u8>>,
+    /// The certificate and key (PEM) this edge presents to hubs that ask for one
+    /// (mutual TLS, `events.tls_client_ca`).
+    pub grpc_identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The gRPC clients of every hub, with the edge token attached to each call.
@@ -60,13 +63,17 @@ impl HubClients {
         hubs: &[HubEndpoint],
         token: &str,
         grpc_ca: Option<&[u8]>,
+        grpc_identity: Option<(&[u8], &[u8])>,
     ) -> Result<HubClients, tonic::transport::Error> {
         let mut clients = Vec::new();
         for hub in hubs {
             let mut endpoint = Endpoint::from_shared(hub.grpc.clone())?;
             if let Some(ca) = grpc_ca {
-                let tls = tonic::transport::ClientTlsConfig::new()
+                let mut tls = tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                if let Some((cert, key)) = grpc_identity {
+                    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
                 endpoint = endpoint.tls_config(tls)?;
             }
             let channel = endpoint
@@ -157,7 +164,11 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn new(config: SubscriberConfig) -> Result<Subscriber, tonic::transport::Error> {
-        let clients = HubClients::new(&config.hubs, &config.token, config.grpc_ca.as_deref())?;
+        let identity = config
+            .grpc_identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice()));
+        let clients = HubClients::new(&config.hubs, &config.token, config.grpc_ca.as_deref(), identity)?;
         Ok(Subscriber {
             config,
             clients,

@@ -50,6 +50,8 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Mutual TLS between replicas; `None`: plaintext.
     pub peer_tls: Option<PeerTls>,
+    /// Connections the Raft port keeps open at once; more are closed at once.
+    pub max_connections: usize,
 }
 
 /// Mutual TLS between replicas (PEM): this replica's certificate and key, and the
@@ -258,7 +260,7 @@ impl RaftHandle {
             config,
             store,
         });
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = crate::incoming::bounded(listener, inner.config.max_connections, "raft");
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = &inner.config.peer_tls {
             let tls = tonic::transport::ServerTlsConfig::new()

@@ -6,6 +6,7 @@
 mod backup;
 pub mod failpoints;
 mod handle;
+pub mod incoming;
 mod log_store;
 mod network;
 mod observe;

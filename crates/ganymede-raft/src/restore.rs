@@ -247,6 +247,7 @@ mod tests {
             logs_kept_after_snapshot: 2_000,
             request_timeout: std::time::Duration::from_secs(10),
             peer_tls: None,
+            max_connections: 1024,
         }
     }
 

@@ -215,6 +215,7 @@ impl TestCluster {
             logs_kept_after_snapshot: self.timings.logs_kept_after_snapshot,
             request_timeout: Duration::from_secs(10),
             peer_tls: None,
+            max_connections: 1024,
         };
         // A replica killed a moment ago may still be closing its database (openraft's
         // tasks wind down after `shutdown` returns): retry while RocksDB says it is locked.

@@ -575,28 +575,8 @@ impl ProcessCluster {
 
     /// The hubs' route table through hub `node_id`'s routes API: `{path: target}`.
     pub async fn hub_routes(&self, node_id: u64) -> Option<std::collections::BTreeMap<String, String>> {
-        let url = format!(
-            "http://{}:{}/api/routes",
-            self.hub(node_id).host,
-            self.hub(node_id).proxy_port
-        );
-        let response = self
-            .client
-            .get(url)
-            .header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        let body: Value = response.json().await.ok()?;
-        Some(
-            body.as_object()?
-                .iter()
-                .map(|(path, data)| (path.clone(), data["target"].as_str().unwrap_or_default().to_owned()))
-                .collect(),
-        )
+        let hub = self.hub(node_id);
+        read_routes(&self.client, &format!("http://{}:{}", hub.host, hub.proxy_port)).await
     }
 
     /// `POST` (with a target) or `DELETE` (without) a route through hub `node_id`'s
@@ -642,6 +622,27 @@ impl Drop for ProcessCluster {
             }
         }
     }
+}
+
+/// The route table through a routes API at `base` (`http://host:port`), as
+/// `{path: target}`; `None` without a successful answer.
+pub async fn read_routes(client: &reqwest::Client, base: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    let response = client
+        .get(format!("{base}/api/routes"))
+        .header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: Value = response.json().await.ok()?;
+    Some(
+        body.as_object()?
+            .iter()
+            .map(|(path, data)| (path.clone(), data["target"].as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    )
 }
 
 /// The sum of the samples of `name` in a Prometheus text page whose labels include

@@ -273,6 +273,10 @@ pub struct EventsSection {
     /// need `edge.hubs_ca`. (ZeroMQ has no TLS: its messages are signed, not encrypted.)
     pub tls_cert: String,
     pub tls_key: String,
+    /// With TLS: the CA (PEM file) whose certificates edges must present (mutual TLS;
+    /// edges set `edge.hubs_client_cert`/`hubs_client_key`). Empty: no client
+    /// certificate asked for (edges still present the proxy token).
+    pub tls_client_ca: String,
 }
 
 impl Default for EventsSection {
@@ -282,6 +286,7 @@ impl Default for EventsSection {
             pub_bind: "127.0.0.1:8481".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            tls_client_ca: String::new(),
         }
     }
 }
@@ -325,7 +330,8 @@ pub struct HubSection {
     /// How long a client may take to send a request's head, and how long a kept-alive
     /// connection may sit idle (slowloris).
     pub header_read_timeout: String,
-    /// Connections open at once on the API and the routes API; more are answered 503.
+    /// Connections open at once on each of the hub's listeners (API, routes API, Raft,
+    /// edge feed); past it the HTTP ones answer 503, the gRPC ones close the connection.
     pub max_connections: usize,
     /// `tracing` filter, e.g. `info` or `ganymede_raft=debug,info`.
     pub log: String,
@@ -438,6 +444,8 @@ pub struct HubConfig {
     pub events_pub_bind: SocketAddr,
     /// The edge feed's TLS certificate and key files.
     pub events_tls: Option<(PathBuf, PathBuf)>,
+    /// The CA edges' client certificates must come from (mutual TLS on the feed).
+    pub events_client_ca: Option<PathBuf>,
     /// Mutual TLS between replicas: certificate, key and CA files.
     pub peer_tls: Option<(PathBuf, PathBuf, PathBuf)>,
     pub initial_members: BTreeMap<u64, Member>,
@@ -807,6 +815,16 @@ fn validate(file: HubFile) -> Result<HubConfig, ConfigError> {
         proxy_api_bind: socket("proxy.api_bind", &proxy.api_bind)?,
         events_grpc_bind: socket("events.grpc_bind", &events.grpc_bind)?,
         events_pub_bind: socket("events.pub_bind", &events.pub_bind)?,
+        events_client_ca: match (events.tls_client_ca.is_empty(), events.tls_cert.is_empty()) {
+            (true, _) => None,
+            (false, false) => Some(events.tls_client_ca.clone().into()),
+            (false, true) => {
+                return Err(invalid(
+                    "events.tls_client_ca",
+                    "needs events.tls_cert and events.tls_key (TLS on the feed)",
+                ));
+            }
+        },
         events_tls: match (events.tls_cert.is_empty(), events.tls_key.is_empty()) {
             (true, true) => None,
             (false, false) => Some((events.tls_cert.into(), events.tls_key.into())),

@@ -41,6 +41,10 @@ pub struct EdgeSection {
     /// The CA (PEM file) of the hubs' edge-feed certificates (`events.tls_cert`): gRPC to
     /// the hubs then uses TLS. Empty for plaintext.
     pub hubs_ca: String,
+    /// This edge's certificate and key (PEM files, both or neither), for hubs whose feed
+    /// asks edges for one (`events.tls_client_ca`): mutual TLS.
+    pub hubs_client_cert: String,
+    pub hubs_client_key: String,
     pub host_routing: bool,
     pub header_read_timeout: String,
     pub max_header_bytes: usize,
@@ -70,6 +74,8 @@ impl Default for EdgeSection {
                 events: "127.0.0.1:8481".into(),
             }],
             hubs_ca: String::new(),
+            hubs_client_cert: String::new(),
+            hubs_client_key: String::new(),
             host_routing: false,
             header_read_timeout: "30s".into(),
             max_header_bytes: 64 * 1024,
@@ -132,6 +138,27 @@ pub fn load(
     }
     let mut config = EdgeConfig::new(socket("edge.bind", &edge.bind)?, hubs);
     config.name = edge.name;
+    config.hubs_identity = match (edge.hubs_client_cert.is_empty(), edge.hubs_client_key.is_empty()) {
+        (true, true) => None,
+        (false, false) if hubs_ca.is_none() => {
+            return Err(invalid("edge.hubs_client_cert", "needs edge.hubs_ca (TLS to the hubs)"));
+        }
+        (false, false) => {
+            let read = |key: &str, path: &str| {
+                std::fs::read(path).map_err(|err| invalid(key, format!("cannot read {path}: {err}")))
+            };
+            Some((
+                read("edge.hubs_client_cert", &edge.hubs_client_cert)?,
+                read("edge.hubs_client_key", &edge.hubs_client_key)?,
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "edge.hubs_client_cert",
+                "set both edge.hubs_client_cert and edge.hubs_client_key, or neither",
+            ));
+        }
+    };
     config.hubs_ca = hubs_ca;
     config.tls = match (edge.tls_cert.is_empty(), edge.tls_key.is_empty()) {
         (true, true) => None,

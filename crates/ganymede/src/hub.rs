@@ -96,6 +96,7 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
             }
             None => None,
         },
+        max_connections: config.serve_limits.max_connections,
     };
 
     let shutdown = CancellationToken::new();
@@ -154,7 +155,7 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
         let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));
         info!(grpc = %grpc.local_addr()?, events = publisher.endpoint(), "edge feed listening");
         tasks.spawn(publisher.run(feed.clone(), shutdown.clone()));
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let incoming = ganymede_raft::incoming::bounded(grpc, config.serve_limits.max_connections, "feed");
         let service = ganymede_events::RoutesService::new(feed, token.clone());
         let mut server = tonic::transport::Server::builder();
         if let Some((cert, key)) = &config.events_tls {
@@ -162,8 +163,13 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
                 std::fs::read(path).with_context(|| format!("cannot read the edge feed's TLS file {}", path.display()))
             };
             let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if let Some(ca) = &config.events_client_ca {
+                // Mutual TLS: an edge without a certificate from this CA gets no feed.
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+            }
             server = server
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .tls_config(tls)
                 .context("events.tls_cert/tls_key do not make a TLS configuration")?;
         }
         let serve_shutdown = shutdown.clone();

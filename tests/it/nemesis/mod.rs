@@ -296,6 +296,17 @@ async fn client(
     count
 }
 
+/// The hubs' first 200 warnings and errors, to say why a wait failed.
+fn hub_warnings(cluster: &ProcessCluster) -> String {
+    cluster
+        .logs()
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .take(200)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Waits until every replica is at one applied index with one state digest; the
 /// `index:digest` each replica reported.
 async fn converge(cluster: &ProcessCluster) -> Vec<String> {
@@ -326,13 +337,7 @@ async fn converge(cluster: &ProcessCluster) -> Vec<String> {
             Instant::now() < deadline,
             "the replicas did not converge within 60 s of healing; last seen (index:digest per replica): \
              {last_seen:#?}\n{seen:#?}\nhub logs:\n{}",
-            cluster
-                .logs()
-                .lines()
-                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
-                .take(200)
-                .collect::<Vec<_>>()
-                .join("\n")
+            hub_warnings(cluster)
         );
         last_seen = seen;
         tokio::time::sleep(Duration::from_millis(20)).await;

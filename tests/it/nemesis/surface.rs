@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ganymede_history::{Outcome, RecordInput, RecordOutput, Recorder};
-use ganymede_testkit::process::{PROCESS_PROXY_TOKEN, servers_with_home_under};
+use ganymede_testkit::process::{PROCESS_PROXY_TOKEN, read_routes, servers_with_home_under};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::{Down, REQUEST_TIMEOUT, check_history, converge, nemesis, profile};
+use super::{Down, REQUEST_TIMEOUT, check_history, converge, hub_warnings, nemesis, profile};
 use crate::spawning::spawner_lines;
 use crate::support::{ADMIN_TOKEN, ProcessCluster};
 
@@ -125,26 +125,6 @@ async fn token_operation(shared: &Shared, http: &reqwest::Client, rng: &mut StdR
         Some(output) => shared.token_history.returned(op, output),
         None => shared.token_history.unknown(op),
     }
-}
-
-/// The routes table through a hub's routes API, or `None` without a definite answer.
-async fn read_routes(http: &reqwest::Client, proxy: &str) -> Option<BTreeMap<String, String>> {
-    let response = http
-        .get(format!("{proxy}/api/routes"))
-        .header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
-        .send()
-        .await
-        .ok()?;
-    if response.status() != 200 {
-        return None;
-    }
-    let body: Value = response.json().await.ok()?;
-    Some(
-        body.as_object()?
-            .iter()
-            .map(|(path, data)| (path.clone(), data["target"].as_str().unwrap_or_default().to_owned()))
-            .collect(),
-    )
 }
 
 /// A read of the whole table is a read of every route the clients contend on, all
@@ -443,13 +423,7 @@ async fn t40_servers_tokens_and_routes_converge_on_hubs_and_edges_after_faults()
             Err(why) => assert!(
                 Instant::now() < deadline,
                 "servers did not settle within {SETTLE:?} of healing: {why}\nhub warnings:\n{}",
-                cluster
-                    .logs()
-                    .lines()
-                    .filter(|line| line.contains("WARN") || line.contains("ERROR"))
-                    .take(200)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                hub_warnings(&cluster)
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
