@@ -305,12 +305,7 @@ async fn propagation(routes: usize, edges: usize) -> anyhow::Result<()> {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    ganymede_testkit::process::memory_mib(pid).map_or(0.0, |(rss, _)| rss)
 }
 
 /// Mean latency of `count` sequential requests through the edge.

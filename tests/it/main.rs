@@ -9,6 +9,7 @@ mod cli;
 mod dev;
 mod edge;
 mod failover;
+mod flood;
 mod jupyterhub;
 mod jupyterlab;
 mod local_cluster;

@@ -11,8 +11,8 @@ use ganymede_proto::edge::v1::{ActivityReport, RouteActivity};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-/// Routes per report (the hubs accept up to 10,000).
-const REPORT_CHUNK: usize = 5_000;
+/// Routes per report (half what the hubs accept).
+const REPORT_CHUNK: usize = ganymede_events::MAX_ROUTES_PER_REPORT / 2;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Use {

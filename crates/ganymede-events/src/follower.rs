@@ -8,14 +8,28 @@ use ganymede_proto::edge::v1::{RouteEvent, route_event::Change};
 
 use crate::table::{RouteEntry, RouteTable};
 
-/// Events that arrived ahead of a gap are held up to this many; beyond, the oldest are
-/// dropped (the repair fetches them again).
+/// Events that arrived ahead of a gap are held up to this many, and up to this many
+/// bytes of paths and targets; beyond, the oldest are dropped (the repair fetches them
+/// again). The byte bound keeps a paused or slow edge small when events are large.
 const MAX_PENDING: usize = 100_000;
+const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+
+/// What holding `event` costs, near enough: its strings and the map's own overhead.
+fn held_bytes(event: &RouteEvent) -> usize {
+    let strings = match &event.change {
+        Some(Change::Added(route)) => route.path.len() + route.target.len(),
+        Some(Change::Removed(path)) => path.len(),
+        None => 0,
+    };
+    strings + 64
+}
 
 #[derive(Debug, Default)]
 pub struct Follower {
     table: RouteTable,
     pending: BTreeMap<u64, RouteEvent>,
+    /// [`held_bytes`] of everything in `pending`.
+    pending_bytes: usize,
     /// The newest `route_seq` any hub has announced.
     newest_seen: u64,
     loaded: bool,
@@ -61,6 +75,7 @@ impl Follower {
         self.table = RouteTable::new(route_seq, routes);
         self.loaded = true;
         self.pending = self.pending.split_off(&(route_seq + 1));
+        self.pending_bytes = self.pending.values().map(held_bytes).sum();
         self.newest_seen = self.newest_seen.max(route_seq);
         self.drain();
     }
@@ -81,10 +96,16 @@ impl Follower {
             return Offer::Duplicate;
         }
         if !self.loaded || seq != self.route_seq() + 1 {
-            if self.pending.len() >= MAX_PENDING {
-                self.pending.pop_first();
+            let bytes = held_bytes(&event);
+            while !self.pending.is_empty()
+                && (self.pending.len() >= MAX_PENDING || self.pending_bytes + bytes > MAX_PENDING_BYTES)
+            {
+                self.pop_held();
             }
-            self.pending.insert(seq, event);
+            if let Some(replaced) = self.pending.insert(seq, event) {
+                self.pending_bytes -= held_bytes(&replaced);
+            }
+            self.pending_bytes += bytes;
             return Offer::Gap;
         }
         self.apply(event);
@@ -101,6 +122,17 @@ impl Follower {
         self.table.set_route_seq(event.route_seq);
     }
 
+    fn pop_held(&mut self) -> Option<RouteEvent> {
+        let (_, event) = self.pending.pop_first()?;
+        self.pending_bytes -= held_bytes(&event);
+        Some(event)
+    }
+
+    /// Bytes held ahead of a gap (see [`MAX_PENDING_BYTES`]).
+    pub fn held_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
     fn drain(&mut self) -> usize {
         let mut applied = 0;
         while let Some((&seq, _)) = self.pending.first_key_value() {
@@ -108,7 +140,7 @@ impl Follower {
             if seq > current + 1 {
                 break;
             }
-            let Some((_, event)) = self.pending.pop_first() else {
+            let Some(event) = self.pop_held() else {
                 break;
             };
             if seq == current + 1 {
@@ -188,6 +220,36 @@ mod tests {
         assert_eq!(follower.route_seq(), 3);
         assert_eq!(contents(&follower), expected);
         assert!(!follower.behind());
+    }
+
+    #[test]
+    fn large_early_events_are_held_within_the_byte_bound_and_repair_still_converges() {
+        let padding = "x".repeat(4096);
+        let events: Vec<RouteEvent> = (1..=5_000u64)
+            .map(|seq| RouteEvent {
+                route_seq: seq,
+                change: Some(Change::Added(Route {
+                    path: format!("/user/u{}", seq % 100),
+                    target: format!("http://127.0.0.1:{seq}/{padding}"),
+                })),
+            })
+            .collect();
+        let mut follower = Follower::default();
+        follower.load_snapshot(0, []);
+        // Event 1 is lost: everything after it is held, some 20 MB offered.
+        for event in &events[1..] {
+            assert_eq!(follower.offer(event.clone()), Offer::Gap);
+            assert!(follower.held_bytes() <= MAX_PENDING_BYTES, "{}", follower.held_bytes());
+        }
+        assert!(follower.held_bytes() > MAX_PENDING_BYTES / 2);
+        // The repair fetches from route_seq on, as the subscriber does.
+        for event in &events {
+            follower.offer(event.clone());
+        }
+        assert_eq!(follower.route_seq(), 5_000);
+        assert_eq!(follower.held_bytes(), 0);
+        assert!(!follower.behind());
+        assert_eq!(follower.table().len(), 100);
     }
 
     proptest! {

@@ -21,3 +21,11 @@ pub use wire::{EventsKey, Message, WireError, decode, encode_event, encode_heart
 /// The gRPC metadata key and scheme an edge authenticates with (`token <t>`, like the
 /// configurable-http-proxy API).
 pub const AUTHORIZATION: &str = "authorization";
+
+/// Feed requests a hub serves at once on one edge connection (an edge makes a few:
+/// a snapshot or a range repair, and an activity report).
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 16;
+
+/// Routes one activity report may name: an edge splits bigger batches, a hub refuses
+/// bigger reports (`InvalidArgument`).
+pub const MAX_ROUTES_PER_REPORT: usize = 10_000;

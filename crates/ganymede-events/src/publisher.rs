@@ -28,7 +28,8 @@ pub trait RouteSource: Send + Sync + 'static {
     /// Route events with `route_seq > after`, up to `limit`; `Ok(None)` when the log no
     /// longer reaches back that far.
     fn events_after(&self, after: u64, limit: usize) -> Result<Option<Vec<RouteEvent>>, String>;
-    /// Commits one activity batch from an edge.
+    /// Takes one activity report from an edge (already checked against
+    /// `MAX_ROUTES_PER_REPORT`); the hub decides when it reaches Raft.
     fn record_activity(&self, report: ActivityReport) -> BoxFuture<'static, Result<(), String>>;
 }
 

@@ -18,6 +18,9 @@ use crate::publisher::RouteSource;
 /// Routes per snapshot message (a route is ~100 bytes: ~100 kB per message).
 const SNAPSHOT_CHUNK: usize = 1000;
 const MAX_EVENTS_PER_REPLY: usize = 10_000;
+/// A repair reply stops after the event that takes it past this many bytes: a gap of
+/// large events is fetched in several replies, not held whole on both sides.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 pub struct RoutesService<S> {
     source: Arc<S>,
@@ -98,11 +101,22 @@ impl<S: RouteSource> routes_server::Routes for RoutesService<S> {
         let latest_route_seq = *self.source.subscribe_route_seq().borrow();
         let limit = (request.limit as usize).clamp(1, MAX_EVENTS_PER_REPLY);
         let reply = match self.source.events_after(request.after, limit) {
-            Ok(Some(events)) => RouteEventsSinceReply {
-                compacted: false,
-                events,
-                latest_route_seq,
-            },
+            Ok(Some(mut events)) => {
+                let mut bytes = 0;
+                let within = events
+                    .iter()
+                    .position(|event| {
+                        bytes += prost::Message::encoded_len(event);
+                        bytes > MAX_REPLY_BYTES
+                    })
+                    .map_or(events.len(), |over| over + 1);
+                events.truncate(within);
+                RouteEventsSinceReply {
+                    compacted: false,
+                    events,
+                    latest_route_seq,
+                }
+            }
             Ok(None) => RouteEventsSinceReply {
                 compacted: true,
                 events: Vec::new(),
@@ -115,10 +129,15 @@ impl<S: RouteSource> routes_server::Routes for RoutesService<S> {
 
     async fn report_activity(&self, request: Request<ActivityReport>) -> Result<Response<ActivityReply>, Status> {
         self.check(&request)?;
-        self.source
-            .record_activity(request.into_inner())
-            .await
-            .map_err(Status::unavailable)?;
+        let report = request.into_inner();
+        if report.routes.len() > crate::MAX_ROUTES_PER_REPORT {
+            return Err(Status::invalid_argument(format!(
+                "an activity report may name at most {} routes, not {}",
+                crate::MAX_ROUTES_PER_REPORT,
+                report.routes.len()
+            )));
+        }
+        self.source.record_activity(report).await.map_err(Status::unavailable)?;
         Ok(Response::new(ActivityReply {}))
     }
 }

@@ -25,6 +25,9 @@ use crate::follower::{Follower, Offer};
 use crate::table::{RouteEntry, RouteTable};
 use crate::wire::{EventsKey, Message, WireError, decode};
 
+/// Messages from the hubs' streams waiting for the follower.
+const MESSAGES_QUEUED: usize = 1024;
+
 /// Where to reach one hub replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubEndpoint {
@@ -116,6 +119,15 @@ impl HubClients {
         for mut client in self.rotation() {
             match client.report_activity(self.request(report.clone())).await {
                 Ok(_) => return Ok(()),
+                // Every hub would say the same.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+                    ) =>
+                {
+                    return Err(status);
+                }
                 Err(status) => last = status,
             }
         }
@@ -199,7 +211,11 @@ impl Subscriber {
             return;
         };
         let key = Arc::new(key);
-        let (sender, mut receiver) = mpsc::channel::<Message>(65_536);
+        // Decoded messages waiting for the follower. Small: when it is full the hubs'
+        // streams wait, the hubs' PUB queues fill and drop, and a repair fetches what
+        // was dropped; a deep queue would only hold the same events in memory (a
+        // paused edge woke up to some 100 MB of them with 65,536 places).
+        let (sender, mut receiver) = mpsc::channel::<Message>(MESSAGES_QUEUED);
         for hub in &self.config.hubs {
             tasks.spawn(subscribe(
                 hub.events.clone(),

@@ -1,12 +1,17 @@
-//! Activity without flooding Raft: activity POSTs and token use are gathered in memory
-//! per replica and committed as one `RecordApiActivity` per second at most. A read on
-//! any replica sees them once that command commits (within about a second).
+//! Activity without flooding Raft: activity POSTs, token use and the edges' route
+//! activity reports are gathered in memory per replica and committed once a second at
+//! most (one `RecordApiActivity` and one `RecordActivity`). A read on any replica sees
+//! them once those commands commit (within about a second).
+//!
+//! However many reports come in, what is held is one time per existing user, server,
+//! token and route: the callers only gather for things the state has, so a flood
+//! costs CPU, never memory or Raft log.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ganymede_model::{Command, Timestamp, TokenUse, UserActivity};
+use ganymede_model::{Command, RouteUse, Timestamp, TokenUse, UserActivity};
 use ganymede_raft::RaftHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +23,8 @@ struct Pending {
     /// user → (newest user activity, newest activity per server).
     users: BTreeMap<String, (Option<Timestamp>, BTreeMap<String, Timestamp>)>,
     tokens: BTreeMap<u64, Timestamp>,
+    /// route path → newest request an edge saw on it.
+    routes: BTreeMap<String, Timestamp>,
 }
 
 /// What this replica has seen and not yet committed.
@@ -50,12 +57,40 @@ impl ActivityBatcher {
         *slot = (*slot).max(when);
     }
 
-    fn take(&self) -> Option<Command> {
-        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        if taken.users.is_empty() && taken.tokens.is_empty() {
-            return None;
+    /// An edge saw requests answered on these routes, each last at its time.
+    pub fn routes(&self, uses: impl IntoIterator<Item = (String, Timestamp)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (path, when) in uses {
+            let slot = pending.routes.entry(path).or_insert(when);
+            *slot = (*slot).max(when);
         }
-        Some(Command::RecordApiActivity {
+    }
+
+    /// How many users, tokens and routes wait for the next commit (for tests and
+    /// the flood bound).
+    pub fn pending_len(&self) -> usize {
+        let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.users.len() + pending.tokens.len() + pending.routes.len()
+    }
+
+    fn take(&self) -> Vec<Command> {
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let at = crate::render::now_millis();
+        let mut commands = Vec::new();
+        if !taken.routes.is_empty() {
+            commands.push(Command::RecordActivity {
+                routes: taken
+                    .routes
+                    .into_iter()
+                    .map(|(path, last_activity)| RouteUse { path, last_activity })
+                    .collect(),
+                at,
+            });
+        }
+        if taken.users.is_empty() && taken.tokens.is_empty() {
+            return commands;
+        }
+        commands.push(Command::RecordApiActivity {
             users: taken
                 .users
                 .into_iter()
@@ -70,8 +105,9 @@ impl ActivityBatcher {
                 .into_iter()
                 .map(|(id, last_activity)| TokenUse { id, last_activity })
                 .collect(),
-            at: crate::render::now_millis(),
-        })
+            at,
+        });
+        commands
     }
 
     /// Commits gathered activity every [`FLUSH_INTERVAL`] until `shutdown`, then once
@@ -85,7 +121,7 @@ impl ActivityBatcher {
                 _ = tick.tick() => false,
                 _ = shutdown.cancelled() => true,
             };
-            if let Some(command) = self.take() {
+            for command in self.take() {
                 // The last flush races Raft's own shutdown: give it a moment, not the
                 // full request timeout.
                 let patience = if stopping {
@@ -119,12 +155,13 @@ mod tests {
         batcher.server("alice", "", 6);
         batcher.token(1, 2);
         batcher.token(1, 9);
-        let Some(Command::RecordApiActivity { users, tokens, .. }) = batcher.take() else {
-            panic!("a command");
+        let taken = batcher.take();
+        let [Command::RecordApiActivity { users, tokens, .. }] = taken.as_slice() else {
+            panic!("one command, not {taken:?}");
         };
         assert_eq!(
             users,
-            vec![UserActivity {
+            &vec![UserActivity {
                 user: "alice".into(),
                 last_activity: Some(5),
                 servers: vec![("".into(), 7)],
@@ -132,11 +169,29 @@ mod tests {
         );
         assert_eq!(
             tokens,
-            vec![TokenUse {
+            &vec![TokenUse {
                 id: 1,
                 last_activity: 9
             }]
         );
-        assert!(batcher.take().is_none());
+        assert!(batcher.take().is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_route_reports_holds_one_time_per_route_and_makes_one_command() {
+        let batcher = ActivityBatcher::default();
+        for report in 0..1_000i64 {
+            batcher.routes((0..50).map(|route| (format!("/user/u{route}/"), report * 10 + route)));
+        }
+        assert_eq!(batcher.pending_len(), 50);
+        let taken = batcher.take();
+        let [Command::RecordActivity { routes, .. }] = taken.as_slice() else {
+            panic!("one command, not {taken:?}");
+        };
+        assert_eq!(routes.len(), 50);
+        assert!(routes.iter().all(|route| route.last_activity
+            == 9_990 + route.path[7..route.path.len() - 1].parse::<i64>().unwrap_or(-1_000_000)));
+        assert!(batcher.take().is_empty());
+        assert_eq!(batcher.pending_len(), 0);
     }
 }

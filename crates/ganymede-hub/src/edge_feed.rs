@@ -3,21 +3,23 @@
 
 use futures::future::BoxFuture;
 use ganymede_events::{EventsKey, RouteSource};
-use ganymede_model::{Command, Event, RouteUse, Sequenced};
+use std::sync::Arc;
+
+use ganymede_model::{Event, Sequenced};
 use ganymede_proto::edge::v1::{ActivityReport, Route, RouteEvent, route_event::Change};
 use ganymede_raft::RaftHandle;
 use tokio::sync::watch;
 
-/// Routes per activity report: an edge splits bigger batches.
-pub const MAX_ROUTES_PER_REPORT: usize = 10_000;
-
 pub struct EdgeFeed {
     raft: RaftHandle,
+    activity: Arc<crate::ActivityBatcher>,
 }
 
 impl EdgeFeed {
-    pub fn new(raft: RaftHandle) -> EdgeFeed {
-        EdgeFeed { raft }
+    /// `activity` is the hub's batcher: edge reports are committed with the rest of
+    /// the replica's activity, once a second.
+    pub fn new(raft: RaftHandle, activity: Arc<crate::ActivityBatcher>) -> EdgeFeed {
+        EdgeFeed { raft, activity }
     }
 }
 
@@ -75,32 +77,23 @@ impl RouteSource for EdgeFeed {
         Ok(events.map(|events| events.into_iter().filter_map(route_event).collect()))
     }
 
-    /// One command per report, however many requests it counts (never one per request).
+    /// Gathered into the replica's activity batch, which commits once a second: a
+    /// flood of reports (every edge reports each second, a broken one may report far
+    /// more) never becomes a flood of Raft commands, and only routes the table has are
+    /// held. Accepted means gathered: like a request's activity, it is advisory, and a
+    /// replica that dies before its next commit loses at most a second of it.
     fn record_activity(&self, report: ActivityReport) -> BoxFuture<'static, Result<(), String>> {
-        let raft = self.raft.clone();
-        Box::pin(async move {
-            if report.routes.len() > MAX_ROUTES_PER_REPORT {
-                return Err(format!(
-                    "an activity report may name at most {MAX_ROUTES_PER_REPORT} routes"
-                ));
-            }
-            let routes: Vec<RouteUse> = report
-                .routes
+        // (The feed service has refused reports over `MAX_ROUTES_PER_REPORT`.)
+        let now = crate::render::now_millis();
+        let mut routes = report.routes;
+        self.raft
+            .read_local(|state| routes.retain(|route| state.routes.contains_key(&route.path)));
+        // An edge's clock may run ahead; activity is never in the future.
+        self.activity.routes(
+            routes
                 .into_iter()
-                .filter(|route| !route.path.is_empty())
-                .map(|route| RouteUse {
-                    path: route.path,
-                    last_activity: route.last_activity_ms,
-                })
-                .collect();
-            if routes.is_empty() {
-                return Ok(());
-            }
-            let command = Command::RecordActivity {
-                routes,
-                at: crate::render::now_millis(),
-            };
-            raft.propose(command).await.map(|_| ()).map_err(|err| err.to_string())
-        })
+                .map(|route| (route.path, route.last_activity_ms.min(now))),
+        );
+        Box::pin(std::future::ready(Ok(())))
     }
 }

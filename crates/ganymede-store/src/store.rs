@@ -80,6 +80,9 @@ pub struct WeakStore {
     node_id: u64,
 }
 
+/// Bytes of memtables the whole database may hold before it flushes.
+const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+
 impl WeakStore {
     pub fn upgrade(&self) -> Option<Store> {
         Some(Store {
@@ -145,8 +148,13 @@ impl Store {
         // Refuse to limp along on a damaged database: report it instead.
         options.set_paranoid_checks(true);
         options.set_keep_log_file_num(4);
+        // One bound on memtables across all column families (RocksDB's default is
+        // 64 MB per family, each): a burst of writes flushes sooner instead of
+        // growing the replica's memory with the number of families.
+        options.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let families = layout::ALL.iter().map(|name| {
             let mut cf_options = Options::default();
+            cf_options.set_write_buffer_size(MEMTABLE_BUDGET / 2);
             cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(*name, cf_options)
         });

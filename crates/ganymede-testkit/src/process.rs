@@ -645,6 +645,20 @@ pub async fn read_routes(client: &reqwest::Client, base: &str) -> Option<std::co
     )
 }
 
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM` in
+/// `/proc/<pid>/status`), in MiB; `None` once it has gone.
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// The sum of the samples of `name` in a Prometheus text page whose labels include
 /// every one of `labels`; `None` when there is no such sample.
 pub fn metric_sum(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -152,12 +152,16 @@ pub async fn run(config: HubConfig, admin_token: Option<String>, proxy_token: Op
     tasks.spawn(hub.clone().run_background(shutdown.clone()));
     let reconciler = start_reconciler(&config, &hub, api_addr)?;
     if let (Some((grpc, publisher)), Some(token)) = (edge_feed, &proxy_token) {
-        let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone()));
+        let feed = Arc::new(ganymede_hub::EdgeFeed::new(raft.clone(), hub.activity.clone()));
         info!(grpc = %grpc.local_addr()?, events = publisher.endpoint(), "edge feed listening");
         tasks.spawn(publisher.run(feed.clone(), shutdown.clone()));
         let incoming = ganymede_raft::incoming::bounded(grpc, config.serve_limits.max_connections, "feed");
         let service = ganymede_events::RoutesService::new(feed, token.clone());
-        let mut server = tonic::transport::Server::builder();
+        // Requests beyond this on one connection wait their turn (HTTP/2 flow control
+        // holds their bodies back), so that one edge cannot hold many snapshots or
+        // reports in memory at once.
+        let mut server = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(ganymede_events::MAX_REQUESTS_PER_CONNECTION);
         if let Some((cert, key)) = &config.events_tls {
             let read = |path: &std::path::PathBuf| {
                 std::fs::read(path).with_context(|| format!("cannot read the edge feed's TLS file {}", path.display()))
