@@ -77,6 +77,26 @@ fn activity_entries_allowed(replicas: usize, elapsed: Duration) -> f64 {
     (replicas * 2) as f64 * (elapsed.as_secs_f64().ceil() + 2.0) + 10.0
 }
 
+/// Sends `count` requests, `IN_FLIGHT` at a time, each built by `request(index)`: their
+/// statuses (0 for no answer) and how long the flood took. Gives up after
+/// `FLOOD_PATIENCE`.
+async fn flood(what: &str, count: usize, request: impl Fn(usize) -> reqwest::RequestBuilder) -> (Vec<u16>, Duration) {
+    let started = Instant::now();
+    let statuses = tokio::time::timeout(
+        FLOOD_PATIENCE,
+        futures::stream::iter(0..count)
+            .map(|index| {
+                let request = request(index);
+                async move { request.send().await.map_or(0, |response| response.status().as_u16()) }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect::<Vec<u16>>(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the {what} flood did not end within {FLOOD_PATIENCE:?}"));
+    (statuses, started.elapsed())
+}
+
 fn peak_mib(pid: u32, what: &str) -> f64 {
     memory_mib(pid).unwrap_or_else(|| panic!("{what} is running")).1
 }
@@ -130,41 +150,20 @@ async fn t90_issue_floods_of_route_events_and_activity_keep_memory_bounded_and_e
         .map(|hub| format!("http://{}:{}/api/routes", hub.host, hub.proxy_port))
         .collect();
     let last_round = scaled(ROUTE_CHANGES) / ROUTE_PATHS - 1;
-    let started = Instant::now();
-    let statuses: Vec<u16> = tokio::time::timeout(
-        FLOOD_PATIENCE,
-        futures::stream::iter(0..scaled(ROUTE_CHANGES))
-            .map(|change| {
-                let client = client.clone();
-                let base = &proxy_bases[change % proxy_bases.len()];
-                let padding = &padding;
-                async move {
-                    let (round, path) = (change / ROUTE_PATHS, change % ROUTE_PATHS);
-                    let url = format!("{base}/flood/p{path}");
-                    // Every third round deletes; the last round puts every path.
-                    let request = if round % 3 == 2 && round != last_round {
-                        client.delete(url)
-                    } else {
-                        client.post(url).json(
-                            &json!({ "target": format!("http://127.0.0.1:{}/r{round}/{padding}", 20_000 + path) }),
-                        )
-                    };
-                    match request
-                        .header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
-                        .send()
-                        .await
-                    {
-                        Ok(response) => response.status().as_u16(),
-                        Err(_) => 0,
-                    }
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect(),
-    )
-    .await
-    .expect("the route flood ends in time");
-    let route_flood = started.elapsed();
+    let (statuses, route_flood) = flood("route", scaled(ROUTE_CHANGES), |change| {
+        let (round, path) = (change / ROUTE_PATHS, change % ROUTE_PATHS);
+        let url = format!("{}/flood/p{path}", proxy_bases[change % proxy_bases.len()]);
+        // Every third round deletes; the last round puts every path.
+        let request = if round % 3 == 2 && round != last_round {
+            client.delete(url)
+        } else {
+            client
+                .post(url)
+                .json(&json!({ "target": format!("http://127.0.0.1:{}/r{round}/{padding}", 20_000 + path) }))
+        };
+        request.header("authorization", format!("token {PROCESS_PROXY_TOKEN}"))
+    })
+    .await;
     let refused: Vec<&u16> = statuses.iter().filter(|status| !matches!(status, 201 | 204)).collect();
     assert!(
         refused.is_empty(),
@@ -233,33 +232,18 @@ async fn t90_issue_floods_of_route_events_and_activity_keep_memory_bounded_and_e
     }
     let log_before = last_log_index(&cluster, leader).await;
     let api_bases: Vec<String> = (1..=3).map(|node| cluster.url(node, "/hub/api/users")).collect();
-    let started = Instant::now();
-    let statuses: Vec<u16> = tokio::time::timeout(
-        FLOOD_PATIENCE,
-        futures::stream::iter(0..scaled(ACTIVITY_POSTS))
-            .map(|post| {
-                let client = client.clone();
-                let base = &api_bases[post % api_bases.len()];
-                async move {
-                    let when = format!("2026-01-01T00:{:02}:{:02}.000Z", (post / 60) % 60, post % 60);
-                    match client
-                        .post(format!("{base}/flood{}/activity", post % ACTIVITY_USERS))
-                        .header("authorization", format!("token {ADMIN_TOKEN}"))
-                        .json(&json!({ "last_activity": when }))
-                        .send()
-                        .await
-                    {
-                        Ok(response) => response.status().as_u16(),
-                        Err(_) => 0,
-                    }
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect(),
-    )
-    .await
-    .expect("the activity flood ends in time");
-    let activity_flood = started.elapsed();
+    let (statuses, activity_flood) = flood("activity", scaled(ACTIVITY_POSTS), |post| {
+        let when = format!("2026-01-01T00:{:02}:{:02}.000Z", (post / 60) % 60, post % 60);
+        client
+            .post(format!(
+                "{}/flood{}/activity",
+                api_bases[post % api_bases.len()],
+                post % ACTIVITY_USERS
+            ))
+            .header("authorization", format!("token {ADMIN_TOKEN}"))
+            .json(&json!({ "last_activity": when }))
+    })
+    .await;
     let refused = statuses.iter().filter(|&&status| status != 200).count();
     assert_eq!(
         refused,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ops/local/cluster.sh")
+    ganymede_testkit::repo_root().join("ops/local/cluster.sh")
 }
 
 fn cluster_sh(dir: &std::path::Path, args: &[&str]) -> String {

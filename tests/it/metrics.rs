@@ -228,9 +228,7 @@ async fn every_replica_exports_jupyterhubs_metrics_and_the_leader_the_cluster_ga
 
 /// `ops/prometheus/…` in this checkout.
 fn ops_prometheus(file: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ops/prometheus")
-        .join(file)
+    ganymede_testkit::repo_root().join("ops/prometheus").join(file)
 }
 
 /// promtool accepts the shipped configuration and rules, and the rules' own unit
@@ -496,10 +494,7 @@ async fn a_real_prometheus_scrapes_the_cluster_and_answers_the_dashboards_querie
     // Every query of Ganymede's own dashboard runs, and all but the one about what this
     // scenario did not do (build a snapshot) show data.
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ops/grafana/ganymede.json"),
-        )
-        .expect("dashboard"),
+        &std::fs::read_to_string(ganymede_testkit::repo_root().join("ops/grafana/ganymede.json")).expect("dashboard"),
     )
     .expect("the dashboard is JSON");
     let may_be_empty = ["Snapshot size"];

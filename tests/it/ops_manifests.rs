@@ -7,7 +7,7 @@
 /// Every deployable file passes ops/check/run.sh.
 #[test]
 fn the_deployable_files_pass_the_manifest_checker() {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = ganymede_testkit::repo_root();
     let output = std::process::Command::new("bash")
         .arg(root.join("ops/check/run.sh"))
         .env("GANYMEDE_BIN", crate::support::ganymede_bin())

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ganymede_hub::{ApiLimits, Hub};
@@ -114,10 +114,24 @@ pub struct TestCluster {
 
 /// The bin directory of the project's Python environment (`ops/venv.sh` makes it;
 /// `ops/test.sh` runs that), checked to hold `tools`.
+/// The checkout this test runs in: the nearest directory holding `Cargo.lock` above
+/// the running package (cargo and nextest set `CARGO_MANIFEST_DIR` at run time). Not
+/// the compile-time path: a test binary reused from a shared target directory may have
+/// been built in another checkout.
+pub fn repo_root() -> PathBuf {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map_or_else(|| package.join("../.."), Path::to_path_buf)
+}
+
 pub fn venv_bin(tools: &[&str]) -> PathBuf {
     let venv = std::env::var("GANYMEDE_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
+        .unwrap_or_else(|_| repo_root().join(".venv"));
     let bin = venv.join("bin");
     for tool in tools {
         assert!(

@@ -14,7 +14,7 @@ pub struct OidcProvider {
 }
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/oidc")
+    crate::repo_root().join("ops/oidc")
 }
 
 impl OidcProvider {

@@ -919,11 +919,19 @@ fn spawner_config(section: SpawnerSection, data_dir: &std::path::Path) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// This package's directory at run time (cargo and nextest set it): a test binary
+    /// reused from a shared target directory may have been built in another checkout.
+    pub(crate) fn package_dir() -> PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    }
+
     fn example() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/hub.example.toml")
+        package_dir().join("../../ops/hub.example.toml")
     }
 
     #[test]

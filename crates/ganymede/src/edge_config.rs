@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn the_example_file_parses_and_env_overrides_hubs() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/edge.example.toml");
+        let path = crate::config::tests::package_dir().join("../../ops/edge.example.toml");
         let (config, log, _) = load(Some(&path), Vec::new(), &[]).expect("example parses");
         assert_eq!(config.bind.to_string(), "0.0.0.0:8000");
         assert_eq!(log, "info");

@@ -1235,7 +1235,10 @@ proptest! {
 /// field cannot quietly turn them into noise, and pass the same checks.
 #[test]
 fn the_command_fuzzer_seeds_decode() {
-    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fuzz/corpus/command_json");
+    // The run-time directory: a test binary reused from a shared target directory may
+    // have been built in another checkout (`env!` would name that one).
+    let package = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let corpus = format!("{package}/../../tests/fuzz/corpus/command_json");
     for name in ["server_life", "chp_routes", "groups_sessions", "native_accounts"] {
         let text = std::fs::read_to_string(format!("{corpus}/{name}.json")).expect("seed");
         let commands: Vec<Command> = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{name}: {err}"));
