@@ -231,7 +231,17 @@ async fn relay(edge: TcpStream, internal: SocketAddr, backlog: usize) {
         let front: &[u8] = held.front().map_or(&[], |bytes| bytes.as_ref());
         tokio::select! {
             read = hub_read.read(&mut chunk) => match read {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // The hub is going away: hand over what is held, briefly.
+                    let flush = async {
+                        for bytes in &held {
+                            edge_write.write_all(bytes).await?;
+                        }
+                        edge_write.shutdown().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+                    return;
+                }
                 Ok(read) => {
                     held.push_back(Bytes::copy_from_slice(&chunk[..read]));
                     held_bytes += read;
@@ -301,7 +311,8 @@ mod tests {
     #[tokio::test]
     async fn a_reading_subscriber_gets_every_byte_in_order() {
         let total = 6 * 1024 * 1024;
-        let (mut edge, _relay, written) = relayed(1024 * 1024, total).await;
+        // A backlog above the total: this reader may fall behind on a busy machine.
+        let (mut edge, _relay, written) = relayed(2 * total, total).await;
         let mut got = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
         while got.len() < total {
