@@ -15,7 +15,7 @@ const MAX_PENDING: usize = 100_000;
 const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
 /// What holding `event` costs, near enough: its strings and the map's own overhead.
-fn held_bytes(event: &RouteEvent) -> usize {
+fn held_size(event: &RouteEvent) -> usize {
     let strings = match &event.change {
         Some(Change::Added(route)) => route.path.len() + route.target.len(),
         Some(Change::Removed(path)) => path.len(),
@@ -28,7 +28,7 @@ fn held_bytes(event: &RouteEvent) -> usize {
 pub struct Follower {
     table: RouteTable,
     pending: BTreeMap<u64, RouteEvent>,
-    /// [`held_bytes`] of everything in `pending`.
+    /// [`held_size`] of everything in `pending`.
     pending_bytes: usize,
     /// The newest `route_seq` any hub has announced.
     newest_seen: u64,
@@ -75,7 +75,7 @@ impl Follower {
         self.table = RouteTable::new(route_seq, routes);
         self.loaded = true;
         self.pending = self.pending.split_off(&(route_seq + 1));
-        self.pending_bytes = self.pending.values().map(held_bytes).sum();
+        self.pending_bytes = self.pending.values().map(held_size).sum();
         self.newest_seen = self.newest_seen.max(route_seq);
         self.drain();
     }
@@ -96,14 +96,14 @@ impl Follower {
             return Offer::Duplicate;
         }
         if !self.loaded || seq != self.route_seq() + 1 {
-            let bytes = held_bytes(&event);
+            let bytes = held_size(&event);
             while !self.pending.is_empty()
                 && (self.pending.len() >= MAX_PENDING || self.pending_bytes + bytes > MAX_PENDING_BYTES)
             {
                 self.pop_held();
             }
             if let Some(replaced) = self.pending.insert(seq, event) {
-                self.pending_bytes -= held_bytes(&replaced);
+                self.pending_bytes -= held_size(&replaced);
             }
             self.pending_bytes += bytes;
             return Offer::Gap;
@@ -124,7 +124,7 @@ impl Follower {
 
     fn pop_held(&mut self) -> Option<RouteEvent> {
         let (_, event) = self.pending.pop_first()?;
-        self.pending_bytes -= held_bytes(&event);
+        self.pending_bytes -= held_size(&event);
         Some(event)
     }
 

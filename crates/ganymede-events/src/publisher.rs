@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
 use futures::future::BoxFuture;
 use ganymede_proto::edge::v1::{ActivityReport, Route, RouteEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -70,16 +69,10 @@ impl Publisher {
         let listener = TcpListener::bind(addr).await?;
         let mut socket = PubSocket::new();
         let monitor = socket.monitor();
-        let internal = socket.bind("tcp://127.0.0.1:0").await?;
-        let internal = match internal {
-            zeromq::Endpoint::Tcp(host, port) => SocketAddr::new(
-                host.to_string()
-                    .parse()
-                    .map_err(|_| zeromq::ZmqError::Socket("PUB bound to an unexpected host"))?,
-                port,
-            ),
-            _ => return Err(zeromq::ZmqError::Socket("PUB bound to a non-TCP endpoint")),
+        let zeromq::Endpoint::Tcp(_, port) = socket.bind("tcp://127.0.0.1:0").await? else {
+            return Err(zeromq::ZmqError::Socket("PUB bound to a non-TCP endpoint"));
         };
+        let internal = SocketAddr::from(([127, 0, 0, 1], port));
         Ok(Publisher {
             socket,
             addr: format!("tcp://{}", listener.local_addr()?),

@@ -66,9 +66,9 @@ impl ActivityBatcher {
         }
     }
 
-    /// How many users, tokens and routes wait for the next commit (for tests and
-    /// the flood bound).
-    pub fn pending_len(&self) -> usize {
+    /// How many users, tokens and routes wait for the next commit.
+    #[cfg(test)]
+    fn pending_len(&self) -> usize {
         let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         pending.users.len() + pending.tokens.len() + pending.routes.len()
     }

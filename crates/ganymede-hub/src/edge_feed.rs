@@ -1,10 +1,10 @@
 //! What a hub replica offers the edges (`ganymede-events`): its route table, its route
 //! event log, and the events key derived from the cluster secret.
 
-use futures::future::BoxFuture;
-use ganymede_events::{EventsKey, RouteSource};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use ganymede_events::{EventsKey, RouteSource};
 use ganymede_model::{Event, Sequenced};
 use ganymede_proto::edge::v1::{ActivityReport, Route, RouteEvent, route_event::Change};
 use ganymede_raft::RaftHandle;
